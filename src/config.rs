@@ -1,0 +1,407 @@
+//! Configuration: the `config.json` schema with its defaults, where the file is looked for, and
+//! the startup errors that name the offending field.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration. Every field is optional and falls back to the shipped default;
+/// an unknown field is an error, so a typo never silently keeps a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub ukey: UkeyConfig,
+    pub auth: AuthConfig,
+    pub webhook: WebhookConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind; "0.0.0.0" serves the whole network, "127.0.0.1" this PC only.
+    pub host: String,
+    /// A string in the original proxy ("8780"); a number is accepted too. "0" picks a free port.
+    #[serde(deserialize_with = "port_from_string_or_number")]
+    pub port: u16,
+    /// HTTP worker threads handling requests.
+    pub workers: usize,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (idle keep-alive or a slow client).
+    pub read_timeout_ms: u64,
+    /// Largest request body accepted; a larger one is answered 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UkeyConfig {
+    /// The E-Port client software's WebSocket endpoint (ws:// only: it is local).
+    pub url: String,
+    /// The card password, injected into every call as `args.passwd`.
+    pub password: String,
+    /// A call with no reply after this long is answered 503.
+    pub timeout_ms: u64,
+    /// Seconds between health probes (`cus-sec_SpcGetCertNo`).
+    pub health_interval_s: u64,
+    /// Calls sent to the card at once; 1 (the default) is what every known client does.
+    pub max_in_flight: usize,
+    /// Calls waiting for a free slot before new ones are refused with 503.
+    pub max_queue: usize,
+    /// How long one connection attempt (TCP plus WebSocket handshake) may take.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret of the MD5 request signature; empty disables authentication.
+    pub app_secret: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub failure_url: String,
+    pub audit_url: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// DEBUG level with full request and response frames (password masked).
+    pub verbose: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8780,
+            workers: 8,
+            max_connections: 256,
+            read_timeout_ms: 15_000,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for UkeyConfig {
+    fn default() -> Self {
+        UkeyConfig {
+            url: "ws://127.0.0.1:61232".into(),
+            password: "88888888".into(),
+            timeout_ms: 10_000,
+            health_interval_s: 30,
+            max_in_flight: 1,
+            max_queue: 256,
+            connect_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl UkeyConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(self.health_interval_s)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+fn port_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Num(u64),
+        Text(String),
+    }
+    let port = match Port::deserialize(d)? {
+        Port::Num(n) => n,
+        Port::Text(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| serde::de::Error::custom(format!("expected a port number, got {s:?}")))?,
+    };
+    u16::try_from(port)
+        .map_err(|_| serde::de::Error::custom(format!("port {port} is out of range 0-65535")))
+}
+
+/// Why the configuration could not be used. Each names the file and, where there is one, the field.
+#[derive(Debug)]
+pub enum ConfigError {
+    NotFound {
+        searched: Vec<PathBuf>,
+    },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        field: String,
+        error: String,
+    },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NotFound { searched } => {
+                let places: Vec<String> =
+                    searched.iter().map(|p| p.display().to_string()).collect();
+                write!(
+                    f,
+                    "no config.json found (looked at {}); pass -config PATH",
+                    places.join(", ")
+                )
+            }
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read config {}: {error}", path.display())
+            }
+            ConfigError::Parse { path, field, error } if field.is_empty() || field == "." => {
+                write!(f, "invalid config {}: {error}", path.display())
+            }
+            ConfigError::Parse { path, field, error } => {
+                write!(
+                    f,
+                    "invalid config {}: field `{field}`: {error}",
+                    path.display()
+                )
+            }
+            ConfigError::Invalid {
+                path,
+                field,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "invalid config {}: field `{field}`: {reason}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the configuration comes from when no `-config` is given: next to the executable first
+/// (Task Scheduler starts programs in System32, so the working directory is no guide), then the
+/// working directory.
+pub fn default_locations() -> Vec<PathBuf> {
+    let mut places = Vec::new();
+    if let Some(dir) = exe_dir() {
+        places.push(dir.join("config.json"));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        let p = cwd.join("config.json");
+        if !places.contains(&p) {
+            places.push(p);
+        }
+    }
+    places
+}
+
+/// The folder holding the running executable, symlinks resolved.
+pub fn exe_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    exe.parent().map(Path::to_path_buf)
+}
+
+/// Finds and loads the configuration: `explicit` when given, else the first default location
+/// that exists.
+pub fn locate_and_load(explicit: Option<&Path>) -> Result<(Config, PathBuf), ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let searched = default_locations();
+            match searched.iter().find(|p| p.is_file()) {
+                Some(p) => p.clone(),
+                None => return Err(ConfigError::NotFound { searched }),
+            }
+        }
+    };
+    let text = std::fs::read(&path).map_err(|error| ConfigError::Read {
+        path: path.clone(),
+        error,
+    })?;
+    let config = parse(&text, &path)?;
+    Ok((config, path))
+}
+
+/// Parses and validates configuration bytes; `path` is only used in error messages.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
+    // A UTF-8 byte-order mark is what Notepad writes; accept it.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        field: e.path().to_string(),
+        error: e.inner().to_string(),
+    })?;
+    config.validate(path)?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            reason: reason.to_string(),
+        };
+        if !self.ukey.url.starts_with("ws://") {
+            return Err(invalid(
+                "ukey.url",
+                &format!(
+                    "{:?} must be a ws:// URL such as ws://127.0.0.1:61232",
+                    self.ukey.url
+                ),
+            ));
+        }
+        crate::ukey::conn::Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
+        if self.server.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "server.host",
+                "must be an IP address such as 0.0.0.0 or 127.0.0.1",
+            ));
+        }
+        let positive: [(&'static str, u64); 7] = [
+            ("server.workers", self.server.workers as u64),
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.read_timeout_ms", self.server.read_timeout_ms),
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            ("ukey.timeout_ms", self.ukey.timeout_ms),
+            ("ukey.health_interval_s", self.ukey.health_interval_s),
+            ("ukey.max_in_flight", self.ukey.max_in_flight as u64),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.ukey.connect_timeout_ms == 0 {
+            return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s.as_bytes(), Path::new("config.json"))
+    }
+
+    #[test]
+    fn empty_object_gives_defaults() {
+        let c = parse_str("{}").unwrap();
+        assert_eq!(c.server.port, 8780);
+        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.ukey.url, "ws://127.0.0.1:61232");
+        assert_eq!(c.ukey.password, "88888888");
+        assert_eq!(c.ukey.health_interval_s, 30);
+        assert_eq!(c.ukey.max_in_flight, 1);
+        assert!(c.auth.app_secret.is_empty());
+        assert!(!c.log.verbose);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let c = parse(include_bytes!("../config.json"), Path::new("config.json")).unwrap();
+        assert_eq!(c.server.port, 8780);
+    }
+
+    #[test]
+    fn port_as_string_or_number() {
+        assert_eq!(
+            parse_str(r#"{"server":{"port":"9000"}}"#)
+                .unwrap()
+                .server
+                .port,
+            9000
+        );
+        assert_eq!(
+            parse_str(r#"{"server":{"port":9001}}"#)
+                .unwrap()
+                .server
+                .port,
+            9001
+        );
+        let e = parse_str(r#"{"server":{"port":"http"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.port"), "{e}");
+        let e = parse_str(r#"{"server":{"port":70000}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.port") && e.contains("out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse_str(r#"{"ukey":{"pasword":"x"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pasword"), "{e}");
+        let e = parse_str(r#"{"webhooks":{}}"#).unwrap_err().to_string();
+        assert!(e.contains("webhooks"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse_str(r#"{"ukey":{"timeout_ms":"5s"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ukey.timeout_ms"), "{e}");
+        let e = parse_str(r#"{"log":{"verbose":"yes"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.verbose"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = parse_str(r#"{"ukey":{"url":"http://x"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ukey.url"), "{e}");
+        let e = parse_str(r#"{"ukey":{"max_in_flight":0}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ukey.max_in_flight"), "{e}");
+        let e = parse_str(r#"{"server":{"host":"example.com"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.host"), "{e}");
+    }
+
+    #[test]
+    fn malformed_json_says_where() {
+        let e = parse_str("{\"server\": {").unwrap_err().to_string();
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn bom_is_accepted() {
+        assert!(parse(b"\xEF\xBB\xBF{}", Path::new("c.json")).is_ok());
+    }
+}

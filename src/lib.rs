@@ -1,0 +1,12 @@
+//! chinaport-proxy: lets business systems use a China E-Port customs UKey safely over HTTP.
+//! The binary (`main.rs`) only wires these modules together.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod mask;
+pub mod reply;
+pub mod rpc;
+pub mod server;
+pub mod simulator;
+pub mod ukey;

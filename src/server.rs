@@ -1,0 +1,264 @@
+//! The HTTP front: the hardened listening socket, the worker threads, request IDs, routing,
+//! body limits and panic isolation. Handlers return a `Reply`; only this module talks to tiny_http.
+
+use crate::config::{Config, ServerConfig};
+use crate::mask::Masker;
+use crate::reply::Reply;
+use crate::rpc;
+use crate::ukey::{Ukey, now_ms};
+use serde_json::json;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tiny_http::{Method, Request};
+
+/// Why the HTTP server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    PortInUse(SocketAddr),
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::PortInUse(addr) => write!(
+                f,
+                "port {} is already in use on {} (is chinaport-proxy already running on port {}?)",
+                addr.port(),
+                addr.ip(),
+                addr.port()
+            ),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Everything a handler needs. Shared read-only by all workers.
+pub struct App {
+    pub config: Config,
+    pub ukey: Ukey,
+    pub masker: Masker,
+    pub started: Instant,
+}
+
+/// The running HTTP server: its address and its workers.
+pub struct HttpServer {
+    http: Arc<tiny_http::Server>,
+    workers: Vec<JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+/// Binds the listening socket. Read and write timeouts set here are inherited by every accepted
+/// socket (Linux and Windows), which is what bounds idle and slow clients in tiny_http.
+pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
+    let ip: IpAddr = config.host.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let addr = SocketAddr::new(ip, config.port);
+    let err = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::PortInUse(addr)
+        } else {
+            StartError::Bind(addr, e)
+        }
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    // On Unix, SO_REUSEADDR only allows rebinding past TIME_WAIT. On Windows it would let a second
+    // process steal the port, so it is left off there and a second copy fails with WSAEADDRINUSE.
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(err)?;
+    let timeout = Some(Duration::from_millis(config.read_timeout_ms));
+    socket.set_read_timeout(timeout).map_err(err)?;
+    socket.set_write_timeout(timeout).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(socket.into())
+}
+
+impl HttpServer {
+    /// Serves `listener` with `config.server.workers` worker threads.
+    pub fn start(listener: TcpListener, app: Arc<App>) -> std::io::Result<HttpServer> {
+        let addr = listener.local_addr()?;
+        let limits = tiny_http::ConnectionLimits {
+            max_connections: app.config.server.max_connections,
+            over_capacity_response: over_capacity_response(),
+        };
+        let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let http = Arc::new(http);
+        let mut workers = Vec::new();
+        for n in 0..app.config.server.workers {
+            let http = http.clone();
+            let app = app.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("http-{n}"))
+                    .spawn(move || worker(&http, &app))?,
+            );
+        }
+        Ok(HttpServer {
+            http,
+            workers,
+            addr,
+        })
+    }
+
+    /// Stops the workers once they finish what they are handling.
+    pub fn stop(self) {
+        for _ in &self.workers {
+            self.http.unblock();
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+fn over_capacity_response() -> Vec<u8> {
+    let body = r#"{"error":"too many open connections, try again shortly"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn worker(http: &tiny_http::Server, app: &App) {
+    while let Ok(request) = http.recv() {
+        handle(app, request);
+    }
+}
+
+/// Handles one request end to end. A panic inside the handler answers 500; the worker lives on.
+fn handle(app: &App, mut request: Request) {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = path_of(request.url()).to_string();
+    let reply = catch_unwind(AssertUnwindSafe(|| route(app, &mut request, &request_id)))
+        .unwrap_or_else(|_| {
+            log::error!("[{request_id}] handler panicked; answered 500");
+            Reply::error(500, "internal error; the request was not completed")
+        });
+    log::info!(
+        "[{request_id}] {method} {path} -> {} in {} ms",
+        reply.status,
+        started.elapsed().as_millis()
+    );
+    if let Err(e) = request.respond(reply.into_response(&request_id)) {
+        log::debug!("[{request_id}] could not send the response: {e}");
+    }
+}
+
+fn path_of(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+fn route(app: &App, request: &mut Request, request_id: &str) -> Reply {
+    let path = path_of(request.url()).to_string();
+    match (path.as_str(), request.method()) {
+        ("/rpc", Method::Post) => handle_rpc(app, request, request_id),
+        ("/rpc", _) => method_not_allowed("POST"),
+        ("/health", Method::Get | Method::Head) => health(app),
+        ("/health", _) => method_not_allowed("GET"),
+        _ => Reply::error(404, format!("no such endpoint: {path}; use POST /rpc")),
+    }
+}
+
+fn method_not_allowed(allowed: &'static str) -> Reply {
+    Reply::error(405, format!("method not allowed; use {allowed}")).with_header("Allow", allowed)
+}
+
+fn handle_rpc(app: &App, request: &mut Request, request_id: &str) -> Reply {
+    let body = match read_body(request, app.config.server.max_body_bytes) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let call = match rpc::parse_call(&body) {
+        Ok(c) => c,
+        Err(e) => return Reply::error(400, e),
+    };
+    log::info!("[{request_id}] rpc {}", call.method);
+    if log::log_enabled!(log::Level::Debug) {
+        let args = app
+            .masker
+            .masked(&serde_json::Value::Object(call.args.clone()));
+        log::debug!("[{request_id}] rpc {} args {}", call.method, args);
+    }
+    let mut reply = rpc::execute(&app.ukey, &call, request_id);
+    if let crate::reply::Body::Json(frame) = &mut reply.body {
+        app.masker.mask_value(frame);
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("[{request_id}] rpc {} answer {}", call.method, frame);
+        }
+    }
+    reply
+}
+
+/// Reads the body, at most `limit` bytes: a larger one is answered 413 without being read.
+pub fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || {
+        Reply::error(
+            413,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if request.body_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Reply::error(400, format!("could not read the request body: {e}")))?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+fn health(app: &App) -> Reply {
+    let status = app.ukey.status();
+    let connected = status.connected.load(std::sync::atomic::Ordering::SeqCst);
+    let probe_ms = status
+        .last_probe_ms
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let probe_ok = status
+        .last_probe_ok
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let healthy = connected && probe_ok;
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "connected": connected,
+        "cert_no": status.cert_no(),
+        "last_probe": {
+            "time_ms": if probe_ms == 0 { None } else { Some(probe_ms) },
+            "ok": probe_ok,
+        },
+        "last_error": status.last_error().map(|e| app.masker.mask_str(&e)),
+        "in_flight": status.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "time_ms": now_ms(),
+    });
+    Reply::json(if healthy { 200 } else { 503 }, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn path_drops_query() {
+        assert_eq!(path_of("/rpc?x=1"), "/rpc");
+        assert_eq!(path_of("/rpc"), "/rpc");
+        assert_eq!(path_of("/a#b"), "/a");
+    }
+}

@@ -1,0 +1,299 @@
+//! A UKey simulator: a WebSocket server that behaves like the E-Port client software (greeting,
+//! `_id` matching, password check, the `cus-sec_Spc…` methods), with fault knobs for integrators
+//! and for our own tests. Nothing it signs is valid at customs.
+
+mod methods;
+
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tungstenite::{Message, Utf8Bytes, WebSocket};
+
+pub use methods::Identity;
+
+/// Frames remembered for inspection (tests, `--simulate` debugging); older ones are dropped.
+const RECEIVED_KEPT: usize = 10_000;
+
+/// Fault knobs, changeable while the simulator runs.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Added before every answer.
+    pub latency_ms: AtomicU64,
+    /// Methods that never get an answer.
+    pub silent_methods: Mutex<HashSet<String>>,
+    /// Methods answered `Result:false` with these errors.
+    pub error_methods: Mutex<HashMap<String, Vec<String>>>,
+    /// Close the connection (without answering) when the total request count reaches this; 0 = off.
+    pub drop_after_requests: AtomicU64,
+    /// Close new connections right after accepting them.
+    pub refuse_connections: AtomicBool,
+    /// Collect this many requests, then answer them newest first (tests reply matching); 0/1 = off.
+    pub reverse_batch: AtomicUsize,
+}
+
+impl Faults {
+    pub fn set_latency(&self, d: Duration) {
+        self.latency_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+    pub fn set_silent(&self, method: &str, silent: bool) {
+        if let Ok(mut s) = self.silent_methods.lock() {
+            if silent {
+                s.insert(method.to_string());
+            } else {
+                s.remove(method);
+            }
+        }
+    }
+    pub fn set_error(&self, method: &str, errors: Option<Vec<String>>) {
+        if let Ok(mut m) = self.error_methods.lock() {
+            match errors {
+                Some(e) => m.insert(method.to_string(), e),
+                None => m.remove(method),
+            };
+        }
+    }
+    pub fn set_refuse(&self, refuse: bool) {
+        self.refuse_connections.store(refuse, Ordering::SeqCst);
+    }
+    fn is_silent(&self, method: &str) -> bool {
+        self.silent_methods
+            .lock()
+            .map(|s| s.contains(method))
+            .unwrap_or(false)
+    }
+    fn error_for(&self, method: &str) -> Option<Vec<String>> {
+        self.error_methods
+            .lock()
+            .ok()
+            .and_then(|m| m.get(method).cloned())
+    }
+}
+
+/// Settings of a simulator.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Address to listen on, e.g. "127.0.0.1:61232" (port 0 picks one).
+    pub listen: String,
+    /// The card password it accepts.
+    pub password: String,
+    pub identity: Identity,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            listen: "127.0.0.1:61232".into(),
+            password: "88888888".into(),
+            identity: Identity::default(),
+        }
+    }
+}
+
+struct Shared {
+    options: SimOptions,
+    faults: Arc<Faults>,
+    received: Mutex<Vec<Value>>,
+    requests: AtomicU64,
+    accepted: AtomicUsize,
+    open: Mutex<Vec<TcpStream>>,
+    stopping: AtomicBool,
+}
+
+/// A running simulator. Dropping it stops it.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    pub fn start(options: SimOptions) -> io::Result<Simulator> {
+        let listener = TcpListener::bind(&options.listen)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            options,
+            faults: Arc::new(Faults::default()),
+            received: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            accepted: AtomicUsize::new(0),
+            open: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let accept_thread = std::thread::Builder::new()
+            .name("sim-accept".into())
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Simulator {
+            addr,
+            shared,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Every request frame received so far (passwords as sent: this is the card's view).
+    pub fn received(&self) -> Vec<Value> {
+        self.shared
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Connections accepted so far (refused ones included).
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection at once, without a close frame (a crashed client software).
+    pub fn drop_connections(&self) {
+        if let Ok(mut open) = self.shared.open.lock() {
+            for s in open.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.drop_connections();
+        // wake the accept loop
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if shared.faults.refuse_connections.load(Ordering::SeqCst) {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        let s = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("sim-conn".into())
+            .spawn(move || {
+                if let Err(e) = serve_connection(stream, &s) {
+                    log::debug!("simulator: connection ended: {e}");
+                }
+            });
+    }
+}
+
+fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    if let Ok(clone) = stream.try_clone()
+        && let Ok(mut open) = shared.open.lock()
+    {
+        open.push(clone);
+    }
+    let mut ws = tungstenite::accept(stream).map_err(|e| e.to_string())?;
+    let greeting = json!({"_id": 0, "_method": "open", "_status": "00",
+                          "_args": {"Result": true, "Data": ["simulator"], "Error": []}});
+    send(&mut ws, &greeting)?;
+    let mut batch: Vec<Value> = Vec::new();
+    loop {
+        let text = match ws.read().map_err(|e| e.to_string())? {
+            Message::Text(t) => t.as_str().to_owned(),
+            Message::Close(_) => return Ok(()),
+            _ => continue,
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        remember(shared, &frame);
+        let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let drop_at = shared.faults.drop_after_requests.load(Ordering::SeqCst);
+        if drop_at != 0 && n >= drop_at {
+            shared.faults.drop_after_requests.store(0, Ordering::SeqCst);
+            let _ = ws.get_ref().shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        batch.push(frame);
+        let batch_size = shared.faults.reverse_batch.load(Ordering::SeqCst).max(1);
+        if batch.len() < batch_size {
+            continue;
+        }
+        for frame in batch.drain(..).rev() {
+            answer(&mut ws, shared, &frame)?;
+        }
+    }
+}
+
+fn remember(shared: &Shared, frame: &Value) {
+    if let Ok(mut r) = shared.received.lock() {
+        if r.len() >= RECEIVED_KEPT {
+            r.remove(0);
+        }
+        r.push(frame.clone());
+    }
+}
+
+fn answer(ws: &mut WebSocket<TcpStream>, shared: &Shared, frame: &Value) -> Result<(), String> {
+    let method = frame
+        .get("_method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if shared.faults.is_silent(method) {
+        return Ok(());
+    }
+    let latency = shared.faults.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        std::thread::sleep(Duration::from_millis(latency));
+    }
+    let args = frame.get("args").cloned().unwrap_or(json!({}));
+    let outcome = match shared.faults.error_for(method) {
+        Some(errors) => Err(errors),
+        None => methods::call(&shared.options, method, &args),
+    };
+    let (result, data, errors) = match outcome {
+        Ok(data) => (true, data, Vec::new()),
+        Err(errors) => (false, Vec::new(), errors),
+    };
+    let reply = json!({
+        "_id": frame.get("_id").cloned().unwrap_or(Value::Null),
+        "_method": method,
+        "_status": "00",
+        "_args": {"Result": result, "Data": data, "Error": errors},
+    });
+    send(ws, &reply)
+}
+
+fn send(ws: &mut WebSocket<TcpStream>, v: &Value) -> Result<(), String> {
+    ws.send(Message::Text(Utf8Bytes::from(v.to_string())))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,558 @@
+//! The UKey thread's main loop: one loop over two explicit states, `Disconnected` (waiting out
+//! the backoff, answering every call 503 at once) and `Connected` (a session with calls in flight),
+//! each event handled by a small function. Nothing here sleeps: every wait is a `select!` on
+//! jobs, socket readiness and the nearest deadline.
+
+use super::conn::{Conn, ConnError, Endpoint, Readiness};
+use super::{CallError, Command, Job, PROBE_METHOD, Status, UkeyEvent, now_ms};
+use crate::config::UkeyConfig;
+use crate::mask::Masker;
+use crossbeam_channel::{Receiver, Sender, select};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// How many timed-out `_id`s are remembered, to log a late reply as such.
+const LATE_IDS_KEPT: usize = 64;
+
+pub(super) struct Runner {
+    endpoint: Endpoint,
+    config: UkeyConfig,
+    rx: Receiver<Command>,
+    status: Arc<Status>,
+    events: Option<Sender<UkeyEvent>>,
+    masker: Masker,
+    /// `_id` of the next frame; 0 is the greeting's, so requests count from 1.
+    next_id: u64,
+    /// Whether the current outage has been reported (log line and event): once per outage.
+    outage_reported: bool,
+    /// Whether a connection has ever been up (the first one is not a "recovery").
+    ever_connected: bool,
+}
+
+enum State {
+    Disconnected {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+    Connected(Box<Session>),
+    Stopped,
+}
+
+struct Session {
+    conn: Conn,
+    in_flight: HashMap<u64, Sent>,
+    queue: VecDeque<Origin>,
+    next_probe: Instant,
+    probe_pending: bool,
+    late_ids: VecDeque<u64>,
+}
+
+/// Who is waiting for a frame.
+enum Origin {
+    Caller(Job),
+    Probe { deadline: Instant },
+}
+
+struct Sent {
+    method: String,
+    origin: Origin,
+}
+
+impl Origin {
+    fn deadline(&self) -> Instant {
+        match self {
+            Origin::Caller(job) => job.deadline,
+            Origin::Probe { deadline } => *deadline,
+        }
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Lost(String),
+    ProbeFailed(String),
+    Shutdown,
+}
+
+impl Runner {
+    pub(super) fn new(
+        endpoint: Endpoint,
+        config: UkeyConfig,
+        rx: Receiver<Command>,
+        status: Arc<Status>,
+        events: Option<Sender<UkeyEvent>>,
+    ) -> Runner {
+        let masker = Masker::new([config.password.clone()]);
+        Runner {
+            endpoint,
+            config,
+            rx,
+            status,
+            events,
+            masker,
+            next_id: 1,
+            outage_reported: false,
+            ever_connected: false,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        log::info!("UKey: connecting to {}", self.endpoint.url);
+        let mut state = self.connect(BACKOFF_FIRST);
+        loop {
+            state = match state {
+                State::Disconnected { retry_at, backoff } => {
+                    self.wait_disconnected(retry_at, backoff)
+                }
+                State::Connected(session) => self.serve(*session),
+                State::Stopped => break,
+            };
+        }
+        log::info!("UKey: thread stopped");
+    }
+
+    // ---- Disconnected -------------------------------------------------------------------------
+
+    /// Answers every call at once with 503 until it is time to try again.
+    fn wait_disconnected(&mut self, retry_at: Instant, backoff: Duration) -> State {
+        loop {
+            let wait = retry_at.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return self.connect(backoff);
+            }
+            select! {
+                recv(self.rx) -> cmd => match cmd {
+                    Ok(Command::Call(job)) => {
+                        let why = self.status.last_error().unwrap_or_else(|| "not connected".into());
+                        reply(job, Err(CallError::Unavailable(why)));
+                    }
+                    Ok(Command::Shutdown) | Err(_) => return State::Stopped,
+                },
+                default(wait) => return self.connect(backoff),
+            }
+        }
+    }
+
+    /// One connection attempt. On failure the next one waits `backoff`, which then doubles.
+    fn connect(&mut self, backoff: Duration) -> State {
+        match Conn::open(&self.endpoint, self.config.connect_timeout()) {
+            Ok((conn, early_frames)) => {
+                let mut session = self.on_connected(conn);
+                for frame in early_frames {
+                    self.on_frame(&mut session, &frame);
+                }
+                State::Connected(Box::new(session))
+            }
+            Err(e) => {
+                self.on_connect_failed(&e, backoff);
+                State::Disconnected {
+                    retry_at: Instant::now() + backoff,
+                    backoff: (backoff * 2).min(BACKOFF_MAX),
+                }
+            }
+        }
+    }
+
+    fn on_connect_failed(&mut self, e: &ConnError, backoff: Duration) {
+        let error = e.to_string();
+        self.status.set_last_error(Some(error.clone()));
+        if self.outage_reported {
+            log::debug!("UKey: still unreachable ({error}); next try in {backoff:?}");
+            return;
+        }
+        self.outage_reported = true;
+        log::warn!(
+            "UKey: cannot reach {} ({error}); retrying with backoff 1 s doubling to 8 s",
+            self.endpoint.url
+        );
+        self.emit(UkeyEvent::ConnectionFailure { error });
+    }
+
+    fn on_connected(&mut self, conn: Conn) -> Session {
+        self.status.connected.store(true, Ordering::SeqCst);
+        self.status.set_last_error(None);
+        if self.ever_connected && self.outage_reported {
+            log::info!("UKey: reconnected to {}", self.endpoint.url);
+            self.emit(UkeyEvent::Recovered);
+        } else if self.outage_reported {
+            log::info!("UKey: connected to {} (after retrying)", self.endpoint.url);
+            self.emit(UkeyEvent::Recovered);
+        } else {
+            log::info!("UKey: connected to {}", self.endpoint.url);
+        }
+        self.ever_connected = true;
+        self.outage_reported = false;
+        Session {
+            conn,
+            in_flight: HashMap::new(),
+            queue: VecDeque::new(),
+            next_probe: Instant::now(), // a first probe fetches the certificate number
+            probe_pending: false,
+            late_ids: VecDeque::new(),
+        }
+    }
+
+    // ---- Connected ----------------------------------------------------------------------------
+
+    /// Runs a session until it ends, then reports why and picks the next state.
+    fn serve(&mut self, mut session: Session) -> State {
+        let end = self.session_loop(&mut session);
+        self.status.connected.store(false, Ordering::SeqCst);
+        match end {
+            SessionEnd::Shutdown => {
+                self.fail_all(&mut session, &CallError::ShuttingDown);
+                log::info!("UKey: closing the connection");
+                session.conn.close();
+                State::Stopped
+            }
+            SessionEnd::Lost(why) | SessionEnd::ProbeFailed(why) => {
+                self.fail_all(&mut session, &CallError::Unavailable(why.clone()));
+                session.conn.abort();
+                self.status.set_last_error(Some(why.clone()));
+                self.outage_reported = true;
+                log::warn!(
+                    "UKey: connection lost ({why}); reconnecting with backoff 1 s doubling to 8 s"
+                );
+                self.emit(UkeyEvent::ConnectionFailure { error: why });
+                State::Disconnected {
+                    retry_at: Instant::now() + BACKOFF_FIRST,
+                    backoff: BACKOFF_FIRST * 2,
+                }
+            }
+        }
+    }
+
+    fn session_loop(&mut self, s: &mut Session) -> SessionEnd {
+        let readiness = s.conn.readiness.clone();
+        loop {
+            if let Err(end) = self.on_tick(s) {
+                return end;
+            }
+            self.publish_in_flight(s);
+            let wait = self
+                .next_wakeup(s)
+                .saturating_duration_since(Instant::now());
+            let step = select! {
+                recv(self.rx) -> cmd => match cmd {
+                    Ok(Command::Call(job)) => self.on_job(s, job),
+                    Ok(Command::Shutdown) | Err(_) => Err(SessionEnd::Shutdown),
+                },
+                recv(readiness) -> r => match r {
+                    Ok(Readiness::Readable) => self.on_readable(s),
+                    Ok(Readiness::Closed) | Err(_) => Err(SessionEnd::Lost("socket closed".into())),
+                },
+                default(wait) => Ok(()),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// The earliest instant something is due: a call's deadline or the next probe.
+    fn next_wakeup(&self, s: &Session) -> Instant {
+        let deadlines = s
+            .in_flight
+            .values()
+            .map(|sent| sent.origin.deadline())
+            .chain(s.queue.iter().map(Origin::deadline));
+        let probe = if s.probe_pending {
+            None
+        } else {
+            Some(s.next_probe)
+        };
+        deadlines
+            .chain(probe)
+            .min()
+            .unwrap_or_else(|| Instant::now() + self.config.health_interval())
+    }
+
+    /// Time-driven work: expire calls past their deadline, start a due probe, send queued calls.
+    fn on_tick(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
+        let now = Instant::now();
+        self.expire(s, now)?;
+        if !s.probe_pending && now >= s.next_probe {
+            s.probe_pending = true;
+            // ahead of queued calls: a long queue must not starve the health check
+            s.queue.push_front(Origin::Probe {
+                deadline: now + self.config.timeout(),
+            });
+        }
+        self.pump(s)
+    }
+
+    fn on_job(&mut self, s: &mut Session, job: Job) -> Result<(), SessionEnd> {
+        if s.queue.len() >= self.config.max_queue {
+            log::warn!("[{}] UKey queue full; answering busy", job.request_id);
+            reply(job, Err(CallError::Busy));
+            return Ok(());
+        }
+        s.queue.push_back(Origin::Caller(job));
+        self.pump(s)
+    }
+
+    /// Sends queued calls while fewer than `max_in_flight` await a reply.
+    fn pump(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
+        while s.in_flight.len() < self.config.max_in_flight {
+            let Some(origin) = s.queue.pop_front() else {
+                break;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let (method, args) = match &origin {
+                Origin::Caller(job) => (job.method.clone(), job.args.clone()),
+                Origin::Probe { .. } => (PROBE_METHOD.to_string(), Map::new()),
+            };
+            let frame = self.request_frame(id, &method, args);
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!(
+                    "[{}] UKey <- {}",
+                    origin_id(&origin),
+                    self.masker.mask_str(&frame)
+                );
+            }
+            s.in_flight.insert(id, Sent { method, origin });
+            if let Err(e) = s.conn.send(frame) {
+                return Err(SessionEnd::Lost(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request frame: a fresh `_id`, and `args.passwd` from the configuration, whatever
+    /// the client sent.
+    fn request_frame(&self, id: u64, method: &str, mut args: Map<String, Value>) -> String {
+        args.remove("passwd");
+        args.insert("passwd".into(), Value::String(self.config.password.clone()));
+        json!({"_method": method, "_id": id, "args": Value::Object(args)}).to_string()
+    }
+
+    fn on_readable(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
+        let frames = s
+            .conn
+            .drain()
+            .map_err(|e| SessionEnd::Lost(e.to_string()))?;
+        for frame in frames {
+            if let Some(end) = self.on_frame(s, &frame) {
+                return Err(end);
+            }
+        }
+        self.pump(s)
+    }
+
+    /// Matches one frame to the call it answers. Returns why the session must end, if it must.
+    fn on_frame(&mut self, s: &mut Session, text: &str) -> Option<SessionEnd> {
+        let Ok(Value::Object(mut frame)) = serde_json::from_str::<Value>(text) else {
+            log::debug!("UKey: ignored a frame that is not a JSON object");
+            return None;
+        };
+        let id = frame.get("_id").and_then(frame_id);
+        let method = frame
+            .get("_method")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if id == Some(0) && method.as_deref() == Some("open") {
+            log::debug!("UKey: greeting received");
+            return None;
+        }
+        let key = match id {
+            Some(id) if s.in_flight.contains_key(&id) => Some(id),
+            // A reply with no usable `_id` may be matched by method, but only when exactly one
+            // call of that method is in flight: never risk handing a caller another's reply.
+            None => unique_by_method(s, method.as_deref()),
+            Some(_) => None,
+        };
+        let Some(sent) = key.and_then(|k| s.in_flight.remove(&k)) else {
+            let late = id.is_some_and(|id| s.late_ids.contains(&id));
+            log::debug!(
+                "UKey: {} frame ignored: {}",
+                if late {
+                    "late (timed-out)"
+                } else {
+                    "unsolicited"
+                },
+                self.masker.mask_str(text)
+            );
+            return None;
+        };
+        frame.remove("_id");
+        match sent.origin {
+            Origin::Caller(job) => {
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!(
+                        "[{}] UKey -> {}",
+                        job.request_id,
+                        self.masker.mask_str(text)
+                    );
+                }
+                reply(job, Ok(Value::Object(frame)));
+                None
+            }
+            Origin::Probe { .. } => self.on_probe_reply(s, &frame),
+        }
+    }
+
+    fn on_probe_reply(
+        &mut self,
+        s: &mut Session,
+        frame: &Map<String, Value>,
+    ) -> Option<SessionEnd> {
+        s.probe_pending = false;
+        s.next_probe = Instant::now() + self.config.health_interval();
+        self.status.last_probe_ms.store(now_ms(), Ordering::SeqCst);
+        let args = frame.get("_args");
+        let ok = args.and_then(|a| a.get("Result")).and_then(Value::as_bool) == Some(true);
+        if ok {
+            let cert = args
+                .and_then(|a| a.get("Data"))
+                .and_then(|d| d.get(0))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            self.status.last_probe_ok.store(true, Ordering::SeqCst);
+            self.status.set_cert_no(cert);
+            log::debug!("UKey: health probe passed");
+            return None;
+        }
+        let errors = args
+            .and_then(|a| a.get("Error"))
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no Error given".into());
+        Some(self.probe_failed(format!(
+            "health probe {PROBE_METHOD} failed: {}",
+            self.masker.mask_str(&errors)
+        )))
+    }
+
+    fn probe_failed(&mut self, error: String) -> SessionEnd {
+        self.status.last_probe_ok.store(false, Ordering::SeqCst);
+        self.status.last_probe_ms.store(now_ms(), Ordering::SeqCst);
+        log::warn!("UKey: {error}");
+        self.emit(UkeyEvent::HealthCheckFailure {
+            error: error.clone(),
+        });
+        SessionEnd::ProbeFailed(error)
+    }
+
+    /// Answers every call whose deadline has passed; a probe past its deadline ends the session.
+    fn expire(&mut self, s: &mut Session, now: Instant) -> Result<(), SessionEnd> {
+        let timeout = self.config.timeout();
+        let due: Vec<u64> = s
+            .in_flight
+            .iter()
+            .filter(|(_, sent)| sent.origin.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut probe_timed_out = false;
+        for id in due {
+            let Some(sent) = s.in_flight.remove(&id) else {
+                continue;
+            };
+            if s.late_ids.len() >= LATE_IDS_KEPT {
+                s.late_ids.pop_front();
+            }
+            s.late_ids.push_back(id);
+            match sent.origin {
+                Origin::Caller(job) => {
+                    log::warn!(
+                        "[{}] UKey did not answer {} within {} ms",
+                        job.request_id,
+                        sent.method,
+                        timeout.as_millis()
+                    );
+                    reply(job, Err(CallError::Timeout(timeout)));
+                }
+                Origin::Probe { .. } => probe_timed_out = true,
+            }
+        }
+        // queued calls that waited too long for a slot
+        let (expired, kept): (Vec<Origin>, Vec<Origin>) =
+            s.queue.drain(..).partition(|o| o.deadline() <= now);
+        s.queue.extend(kept);
+        for origin in expired {
+            match origin {
+                Origin::Caller(job) => {
+                    log::warn!("[{}] timed out waiting for the UKey", job.request_id);
+                    reply(job, Err(CallError::Timeout(timeout)));
+                }
+                Origin::Probe { .. } => probe_timed_out = true,
+            }
+        }
+        if probe_timed_out {
+            s.probe_pending = false;
+            return Err(self.probe_failed(format!(
+                "health probe {PROBE_METHOD} got no answer within {} ms",
+                timeout.as_millis()
+            )));
+        }
+        Ok(())
+    }
+
+    fn fail_all(&mut self, s: &mut Session, error: &CallError) {
+        let waiting = s
+            .in_flight
+            .drain()
+            .map(|(_, sent)| sent.origin)
+            .chain(s.queue.drain(..));
+        for origin in waiting {
+            if let Origin::Caller(job) = origin {
+                reply(job, Err(error.clone()));
+            }
+        }
+        self.status.in_flight.store(0, Ordering::SeqCst);
+    }
+
+    fn publish_in_flight(&self, s: &Session) {
+        let callers = s
+            .in_flight
+            .values()
+            .filter(|sent| matches!(sent.origin, Origin::Caller(_)))
+            .count()
+            + s.queue
+                .iter()
+                .filter(|o| matches!(o, Origin::Caller(_)))
+                .count();
+        self.status.in_flight.store(callers, Ordering::SeqCst);
+    }
+
+    fn emit(&self, event: UkeyEvent) {
+        if let Some(tx) = &self.events {
+            // never block the UKey thread on whoever reports events
+            let _ = tx.try_send(event);
+        }
+    }
+}
+
+fn reply(job: Job, result: super::CallResult) {
+    // The worker may have given up already; nothing to do then.
+    let _ = job.reply.send(result);
+}
+
+fn origin_id(origin: &Origin) -> &str {
+    match origin {
+        Origin::Caller(job) => &job.request_id,
+        Origin::Probe { .. } => "health-probe",
+    }
+}
+
+/// `_id` as the card sends it: a non-negative integer, or a string holding one.
+fn frame_id(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn unique_by_method(s: &Session, method: Option<&str>) -> Option<u64> {
+    let method = method?;
+    let mut matching = s.in_flight.iter().filter(|(_, sent)| sent.method == method);
+    match (matching.next(), matching.next()) {
+        (Some((id, _)), None) => Some(*id),
+        _ => None,
+    }
+}
