@@ -55,8 +55,8 @@ pub struct HttpServer {
     pub addr: SocketAddr,
 }
 
-/// Binds the listening socket. Read and write timeouts set here are inherited by every accepted
-/// socket (Linux and Windows), which is what bounds idle and slow clients in tiny_http.
+/// Binds the listening socket. (Idle and slow clients are bounded per accepted connection, see
+/// `HttpServer::start`: timeouts on the listener itself would also time out `accept()` on Linux.)
 pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
     let ip: IpAddr = config.host.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let addr = SocketAddr::new(ip, config.port);
@@ -73,9 +73,6 @@ pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
     // process steal the port, so it is left off there and a second copy fails with WSAEADDRINUSE.
     #[cfg(unix)]
     socket.set_reuse_address(true).map_err(err)?;
-    let timeout = Some(Duration::from_millis(config.read_timeout_ms));
-    socket.set_read_timeout(timeout).map_err(err)?;
-    socket.set_write_timeout(timeout).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(1024).map_err(err)?;
     Ok(socket.into())
@@ -85,9 +82,12 @@ impl HttpServer {
     /// Serves `listener` with `config.server.workers` worker threads.
     pub fn start(listener: TcpListener, app: Arc<App>) -> std::io::Result<HttpServer> {
         let addr = listener.local_addr()?;
+        let timeout = Some(Duration::from_millis(app.config.server.read_timeout_ms));
         let limits = tiny_http::ConnectionLimits {
             max_connections: app.config.server.max_connections,
             over_capacity_response: over_capacity_response(),
+            read_timeout: timeout,
+            write_timeout: timeout,
         };
         let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -135,35 +135,53 @@ fn worker(http: &tiny_http::Server, app: &App) {
     }
 }
 
+/// What is known about one request while it is handled: its ID and, once parsed, the UKey
+/// method it calls (for the log line, and for audit records).
+pub struct Exchange {
+    pub request_id: String,
+    pub started: Instant,
+    pub ukey_method: Option<String>,
+}
+
 /// Handles one request end to end. A panic inside the handler answers 500; the worker lives on.
 fn handle(app: &App, mut request: Request) {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let started = Instant::now();
+    let mut ex = Exchange {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        started: Instant::now(),
+        ukey_method: None,
+    };
     let method = request.method().to_string();
     let path = path_of(request.url()).to_string();
-    let reply = catch_unwind(AssertUnwindSafe(|| route(app, &mut request, &request_id)))
-        .unwrap_or_else(|_| {
-            log::error!("[{request_id}] handler panicked; answered 500");
-            Reply::error(500, "internal error; the request was not completed")
-        });
+    let reply = guarded(&ex.request_id.clone(), || route(app, &mut request, &mut ex));
+    let request_id = &ex.request_id;
     log::info!(
-        "[{request_id}] {method} {path} -> {} in {} ms",
+        "[{request_id}] {method} {path}{}{} -> {} in {} ms",
+        if ex.ukey_method.is_some() { " " } else { "" },
+        ex.ukey_method.as_deref().unwrap_or(""),
         reply.status,
-        started.elapsed().as_millis()
+        ex.started.elapsed().as_millis()
     );
-    if let Err(e) = request.respond(reply.into_response(&request_id)) {
+    if let Err(e) = request.respond(reply.into_response(request_id)) {
         log::debug!("[{request_id}] could not send the response: {e}");
     }
+}
+
+/// Runs a handler; a panic in it becomes a 500 reply instead of taking the worker down.
+fn guarded(request_id: &str, handler: impl FnOnce() -> Reply) -> Reply {
+    catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| {
+        log::error!("[{request_id}] handler panicked; answered 500");
+        Reply::error(500, "internal error; the request was not completed")
+    })
 }
 
 fn path_of(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-fn route(app: &App, request: &mut Request, request_id: &str) -> Reply {
+fn route(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
     let path = path_of(request.url()).to_string();
     match (path.as_str(), request.method()) {
-        ("/rpc", Method::Post) => handle_rpc(app, request, request_id),
+        ("/rpc", Method::Post) => handle_rpc(app, request, ex),
         ("/rpc", _) => method_not_allowed("POST"),
         ("/health", Method::Get | Method::Head) => health(app),
         ("/health", _) => method_not_allowed("GET"),
@@ -175,7 +193,8 @@ fn method_not_allowed(allowed: &'static str) -> Reply {
     Reply::error(405, format!("method not allowed; use {allowed}")).with_header("Allow", allowed)
 }
 
-fn handle_rpc(app: &App, request: &mut Request, request_id: &str) -> Reply {
+fn handle_rpc(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
+    let request_id = ex.request_id.as_str();
     let body = match read_body(request, app.config.server.max_body_bytes) {
         Ok(b) => b,
         Err(reply) => return reply,
@@ -184,7 +203,7 @@ fn handle_rpc(app: &App, request: &mut Request, request_id: &str) -> Reply {
         Ok(c) => c,
         Err(e) => return Reply::error(400, e),
     };
-    log::info!("[{request_id}] rpc {}", call.method);
+    ex.ukey_method = Some(call.method.clone());
     if log::log_enabled!(log::Level::Debug) {
         let args = app
             .masker
@@ -253,7 +272,25 @@ fn health(app: &App) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::path_of;
+    use super::{guarded, path_of};
+    use crate::reply::Reply;
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_the_thread_goes_on() {
+        let worker = std::thread::spawn(|| {
+            let first = guarded("r1", || panic!("boom"));
+            let second = guarded("r2", || Reply::json(200, serde_json::json!({})));
+            (
+                first.status,
+                first.error_message().map(str::to_owned),
+                second.status,
+            )
+        });
+        let (first, message, second) = worker.join().expect("the worker thread survived");
+        assert_eq!(first, 500);
+        assert!(message.unwrap().contains("internal error"));
+        assert_eq!(second, 200);
+    }
 
     #[test]
     fn path_drops_query() {

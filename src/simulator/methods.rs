@@ -60,7 +60,7 @@ pub fn call(options: &SimOptions, method: &str, args: &Value) -> Outcome {
 }
 
 /// Placeholder signature until the simulator signs with a real key.
-fn sign(data: &str) -> String {
+pub(crate) fn sign(data: &str) -> String {
     let digest = Md5::digest(data.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("SIM{hex}")

@@ -157,6 +157,11 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// The signature this simulator gives for `data` (what `cus-sec_SpcSignDataAsPEM` answers).
+    pub fn signature_of(&self, data: &str) -> String {
+        methods::sign(data)
+    }
+
     /// Connections accepted so far (refused ones included).
     pub fn connections_accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)

@@ -441,12 +441,19 @@ impl Runner {
     /// Answers every call whose deadline has passed; a probe past its deadline ends the session.
     fn expire(&mut self, s: &mut Session, now: Instant) -> Result<(), SessionEnd> {
         let timeout = self.config.timeout();
-        let due: Vec<u64> = s
+        let due: Vec<u64> = if s
             .in_flight
-            .iter()
-            .filter(|(_, sent)| sent.origin.deadline() <= now)
-            .map(|(id, _)| *id)
-            .collect();
+            .values()
+            .any(|sent| sent.origin.deadline() <= now)
+        {
+            s.in_flight
+                .iter()
+                .filter(|(_, sent)| sent.origin.deadline() <= now)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut probe_timed_out = false;
         for id in due {
             let Some(sent) = s.in_flight.remove(&id) else {
@@ -469,10 +476,15 @@ impl Runner {
                 Origin::Probe { .. } => probe_timed_out = true,
             }
         }
-        // queued calls that waited too long for a slot
-        let (expired, kept): (Vec<Origin>, Vec<Origin>) =
-            s.queue.drain(..).partition(|o| o.deadline() <= now);
-        s.queue.extend(kept);
+        // queued calls that waited too long for a slot (rare: only rebuild the queue then)
+        let expired: Vec<Origin> = if s.queue.iter().any(|o| o.deadline() <= now) {
+            let (expired, kept): (Vec<Origin>, Vec<Origin>) =
+                s.queue.drain(..).partition(|o| o.deadline() <= now);
+            s.queue = kept.into();
+            expired
+        } else {
+            Vec::new()
+        };
         for origin in expired {
             match origin {
                 Origin::Caller(job) => {

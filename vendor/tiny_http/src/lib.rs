@@ -317,6 +317,13 @@ impl Server {
                         continue;
                     }
                     Ok((sock, _)) => {
+                        // chinaport-proxy patch: bound idle and slow clients
+                        if sock
+                            .set_timeouts(limits.read_timeout, limits.write_timeout)
+                            .is_err()
+                        {
+                            continue;
+                        }
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -364,10 +371,13 @@ impl Server {
                         }));
                     }
 
+                    // chinaport-proxy patch: one failed accept (a client that reset before we
+                    // took it, or file descriptors running out under a flood) must not end the
+                    // accept loop for good; pause briefly so a persistent error cannot spin.
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        log::warn!("Error accepting new client: {}", e);
+                        thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
                     }
                 }
             }
@@ -477,12 +487,18 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Raw HTTP response written to a connection refused for being over the cap.
     pub over_capacity_response: Vec<u8>,
+    /// Read timeout of every accepted connection: an idle or slow client is cut after it.
+    pub read_timeout: Option<std::time::Duration>,
+    /// Write timeout of every accepted connection.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: usize::MAX,
+            read_timeout: None,
+            write_timeout: None,
             over_capacity_response: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec(),
         }
     }

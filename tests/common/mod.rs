@@ -1,0 +1,330 @@
+//! Test harness: runs the real `chinaport-proxy` binary on a temporary config against the
+//! in-crate UKey simulator, captures its log, and speaks raw HTTP/1.1 so that tests can send
+//! exactly the bytes they mean (malformed ones included). Every wait is a poll with a deadline.
+#![allow(dead_code)]
+
+use chinaport_proxy::simulator::{SimOptions, Simulator};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "Pw-7731-secret";
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chinaport-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn simulator() -> Simulator {
+    Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        ..SimOptions::default()
+    })
+    .expect("start simulator")
+}
+
+/// Merges `overlay` into `base` recursively.
+pub fn merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// A running proxy process.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    pub dir: TempDir,
+}
+
+impl Proxy {
+    /// The config every test starts from: port 0 on loopback, the simulator's URL, the test
+    /// password, short timeouts.
+    pub fn base_config(ukey_url: &str) -> Value {
+        json!({
+            "server": {"host": "127.0.0.1", "port": "0", "read_timeout_ms": 5000},
+            "ukey": {"url": ukey_url, "password": PASSWORD, "timeout_ms": 2000},
+            "log": {"verbose": true}
+        })
+    }
+
+    /// Starts the proxy against `ukey_url` with `overlay` merged into the base config, and waits
+    /// until it listens (not until the UKey is connected: see `wait_healthy`).
+    pub fn start(ukey_url: &str, overlay: Value) -> Proxy {
+        let mut config = Self::base_config(ukey_url);
+        merge(&mut config, &overlay);
+        Self::start_with_config(&config)
+    }
+
+    pub fn start_with_config(config: &Value) -> Proxy {
+        let dir = TempDir::new("proxy");
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+            .arg("-config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn proxy");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut proxy = Proxy {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log,
+            dir,
+        };
+        let port = wait_for(Duration::from_secs(10), "the proxy to listen", || {
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!("proxy exited with {status}: {}", proxy.log());
+            }
+            let log = proxy.log();
+            let at = log.find("listening on http://")?;
+            let rest = &log[at + "listening on http://".len()..];
+            let addr = rest.split_whitespace().next()?;
+            addr.rsplit(':').next()?.parse::<u16>().ok()
+        });
+        proxy.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        proxy
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_for(timeout, &format!("log line {needle:?}"), || {
+            self.log().contains(needle).then_some(())
+        });
+    }
+
+    /// Waits until `/health` answers 200 (connected and probed).
+    pub fn wait_healthy(&self) {
+        wait_for(Duration::from_secs(15), "the proxy to be healthy", || {
+            (self.get("/health").status == 200).then_some(())
+        });
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        request(self.addr, "POST", path, &[], body.as_bytes())
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn rpc(&self, method: &str, args: Value) -> Resp {
+        self.post(
+            "/rpc",
+            &json!({"_method": method, "args": args}).to_string(),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = &mut self.child;
+        wait_for(timeout, "the proxy to exit", || {
+            child.try_wait().ok().flatten()
+        })
+        .code()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    raw_request(addr, &raw)
+}
+
+/// Sends raw bytes and parses the response.
+pub fn raw_request(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect to proxy");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).expect("send request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse_response(&out)
+        .unwrap_or_else(|| panic!("no HTTP response; got {:?}", String::from_utf8_lossy(&out)))
+}
+
+pub fn parse_response(raw: &[u8]) -> Option<Resp> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    if let Some(len) = len {
+        body.truncate(len);
+    }
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Opens a connection and sends `raw` without reading; for half-open and slow-client tests.
+pub fn open_raw(addr: SocketAddr, raw: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(raw).unwrap();
+    s
+}
+
+/// Reads until EOF or `timeout`; returns what came and whether EOF was seen.
+pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (out, true),
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
+    (out, false)
+}
+
+/// Asserts a UUID v4 in canonical form.
+pub fn assert_uuid_v4(s: &str) {
+    let parts: Vec<&str> = s.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "not a UUID: {s}"
+    );
+    assert!(parts[2].starts_with('4'), "not version 4: {s}");
+    assert!(
+        matches!(parts[3].chars().next(), Some('8' | '9' | 'a' | 'b')),
+        "not RFC 4122 variant: {s}"
+    );
+}

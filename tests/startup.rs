@@ -1,0 +1,116 @@
+//! Startup: config discovery and errors, port in use, --version/--help. Each a clear line and a
+//! non-zero exit, never a panic.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run proxy");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config_file(dir: &TempDir, text: &str) -> String {
+    let p = dir.path().join("config.json");
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("-config"));
+    let (code, _, err) = run(&["--bogus"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--bogus"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_field_and_exit_1() {
+    let dir = TempDir::new("cfg");
+    for (text, needle) in [
+        (r#"{"ukey":{"pasword":"x"}}"#, "pasword"),
+        (r#"{"ukey":{"timeout_ms":"soon"}}"#, "ukey.timeout_ms"),
+        (r#"{"server":{"port":"eighty"}}"#, "server.port"),
+        (r#"{"ukey":{"url":"http://127.0.0.1:61232"}}"#, "ukey.url"),
+        ("{\"server\": ", "line"),
+    ] {
+        let path = config_file(&dir, text);
+        let (code, _, err) = run(&["-config", &path]);
+        assert_eq!(code, Some(1), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = run(&["--config", "/nonexistent/config.json"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/config.json"), "{err}");
+}
+
+#[test]
+fn config_is_found_next_to_the_executable() {
+    // copy the binary into a folder with a config and start it from elsewhere
+    let dir = TempDir::new("exe");
+    let exe = dir.path().join("chinaport-proxy");
+    std::fs::copy(env!("CARGO_BIN_EXE_chinaport-proxy"), &exe).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"ukey":{"timeout_ms":"bad"}}"#,
+    )
+    .unwrap();
+    let cwd = TempDir::new("cwd");
+    let out = Command::new(&exe).current_dir(cwd.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // the file next to the exe was the one read (it is the invalid one)
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("ukey.timeout_ms"), "{err}");
+    assert!(
+        err.contains(&dir.path().to_string_lossy().into_owned()),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_says_where_it_looked() {
+    let dir = TempDir::new("exe2");
+    let exe = dir.path().join("chinaport-proxy");
+    std::fs::copy(env!("CARGO_BIN_EXE_chinaport-proxy"), &exe).unwrap();
+    let cwd = TempDir::new("cwd2");
+    let out = Command::new(&exe).current_dir(cwd.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("no config.json found"), "{err}");
+    assert!(
+        err.contains(&cwd.path().to_string_lossy().into_owned()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_copy_on_the_same_port_says_so() {
+    let sim = simulator();
+    let first = Proxy::start(&sim.url(), serde_json::json!({}));
+    let dir = TempDir::new("second");
+    let mut config = Proxy::base_config(&sim.url());
+    config["server"]["port"] = serde_json::json!(first.addr.port());
+    let path = config_file(&dir, &config.to_string());
+    let (code, _, err) = run(&["-config", &path]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("already running on port {}", first.addr.port())),
+        "{err}"
+    );
+}
