@@ -226,7 +226,9 @@ fn main() {
     let sim = Simulator::start(SimOptions {
         listen: "127.0.0.1:0".into(),
         password: PASSWORD.into(),
-        ..SimOptions::default()
+        key_file: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
+        ),
     })
     .expect("simulator");
     let dir = std::env::temp_dir().join(format!("chinaport-bench-{}", std::process::id()));

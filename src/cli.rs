@@ -15,6 +15,8 @@ pub enum Command {
     Simulate {
         config: Option<PathBuf>,
         listen: Option<String>,
+        /// Fault knobs, in the form `sim-ctl_Faults` takes.
+        faults: serde_json::Value,
     },
     Version,
     Help,
@@ -25,7 +27,7 @@ chinaport-proxy: use a China E-Port customs UKey over HTTP
 
 USAGE:
     chinaport-proxy [-config PATH] [--simulate]
-    chinaport-proxy simulate [-config PATH] [--listen HOST:PORT]
+    chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [FAULTS]
     chinaport-proxy --version | --help
 
 OPTIONS:
@@ -34,6 +36,14 @@ OPTIONS:
     --simulate               also run a UKey simulator on ukey.url (no card needed;
                              its signatures are NOT valid at customs)
     --listen HOST:PORT       where `simulate` listens (default: the host and port of ukey.url)
+
+FAULTS (simulate, for testing how your system copes; also settable at run time by calling
+the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
+    --latency-ms N           answer every call N ms late
+    --silent METHOD          never answer METHOD (repeatable)
+    --error METHOD=MESSAGE   answer METHOD with Result:false and MESSAGE (repeatable)
+    --drop-after N           close the connection instead of answering the Nth request
+    --refuse                 close every connection as soon as it is accepted
     -V, --version            print the version
     -h, --help               print this help
 ";
@@ -45,6 +55,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
     let mut simulate = false;
     let mut subcommand_simulate = false;
     let mut listen = None;
+    let mut faults = serde_json::json!({});
     let mut first = true;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -63,18 +74,45 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
             "-config" | "--config" | "-c" => config = Some(PathBuf::from(value(&flag)?)),
             "--simulate" | "-simulate" => simulate = true,
             "--listen" | "-listen" => listen = Some(value(&flag)?),
+            "--latency-ms" => faults["latency_ms"] = number(&flag, &value(&flag)?)?,
+            "--drop-after" => faults["drop_after"] = number(&flag, &value(&flag)?)?,
+            "--refuse" => faults["refuse"] = true.into(),
+            "--silent" => {
+                let method = value(&flag)?;
+                match faults["silent"].as_array_mut() {
+                    Some(list) => list.push(method.into()),
+                    None => faults["silent"] = serde_json::json!([method]),
+                }
+            }
+            "--error" => {
+                let spec = value(&flag)?;
+                let (method, message) = spec
+                    .split_once('=')
+                    .ok_or_else(|| format!("--error takes METHOD=MESSAGE, got {spec:?}"))?;
+                faults["errors"][method] = serde_json::json!([message]);
+            }
             "simulate" if first => subcommand_simulate = true,
             other => return Err(format!("unknown argument {other:?}; see --help")),
         }
         first = false;
     }
     if subcommand_simulate {
-        return Ok(Command::Simulate { config, listen });
+        return Ok(Command::Simulate {
+            config,
+            listen,
+            faults,
+        });
     }
-    if listen.is_some() {
-        return Err("--listen goes with the `simulate` subcommand".into());
+    if listen.is_some() || faults.as_object().is_some_and(|f| !f.is_empty()) {
+        return Err("--listen and fault options go with the `simulate` subcommand".into());
     }
     Ok(Command::Run { config, simulate })
+}
+
+fn number(flag: &str, text: &str) -> Result<serde_json::Value, String> {
+    text.parse::<u64>()
+        .map(Into::into)
+        .map_err(|_| format!("{flag} takes a whole number, got {text:?}"))
 }
 
 #[cfg(test)]
@@ -125,9 +163,35 @@ mod tests {
             p(&["simulate", "--listen", "127.0.0.1:1"]).unwrap(),
             Command::Simulate {
                 config: None,
-                listen: Some("127.0.0.1:1".into())
+                listen: Some("127.0.0.1:1".into()),
+                faults: serde_json::json!({}),
             }
         );
+        let Command::Simulate { faults, .. } = p(&[
+            "simulate",
+            "--latency-ms",
+            "200",
+            "--silent",
+            "a",
+            "--silent",
+            "b",
+            "--error",
+            "m=boom",
+            "--drop-after",
+            "3",
+            "--refuse",
+        ])
+        .unwrap() else {
+            panic!("not simulate")
+        };
+        assert_eq!(
+            faults,
+            serde_json::json!({"latency_ms": 200, "silent": ["a", "b"], "errors": {"m": ["boom"]},
+                               "drop_after": 3, "refuse": true})
+        );
+        assert!(p(&["--latency-ms", "5"]).is_err());
+        assert!(p(&["simulate", "--latency-ms", "soon"]).is_err());
+        assert!(p(&["simulate", "--error", "nomessage"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["-config"]).is_err());
         assert!(p(&["--listen", "x"]).is_err());

@@ -8,5 +8,6 @@ pub mod mask;
 pub mod reply;
 pub mod rpc;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod ukey;

@@ -6,9 +6,10 @@ use chinaport_proxy::config::{self, Config};
 use chinaport_proxy::logging;
 use chinaport_proxy::mask::{self, Masker};
 use chinaport_proxy::server::{self, App, HttpServer};
+#[cfg(feature = "simulator")]
 use chinaport_proxy::simulator::{SimOptions, Simulator};
-use chinaport_proxy::ukey::{Ukey, conn::Endpoint};
-use std::path::PathBuf;
+use chinaport_proxy::ukey::Ukey;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +25,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Ok(Command::Run { config, simulate }) => run(config, simulate),
-        Ok(Command::Simulate { config, listen }) => simulate_only(config, listen),
+        Ok(Command::Simulate {
+            config,
+            listen,
+            faults,
+        }) => simulate_only(config, listen, &faults),
         Err(e) => Err(e),
     };
     match outcome {
@@ -41,7 +46,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: Option<PathBuf>) -> Result<Config, String> {
+fn load(path: Option<PathBuf>) -> Result<(Config, PathBuf), String> {
     let (config, path) = config::locate_and_load(path.as_deref()).map_err(|e| e.to_string())?;
     mask::install_global(Masker::new([
         config.ukey.password.clone(),
@@ -53,34 +58,55 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
         env!("CARGO_PKG_VERSION"),
         path.display()
     );
-    Ok(config)
+    Ok((config, path))
 }
 
-fn start_simulator(config: &Config, listen: Option<String>) -> Result<Simulator, String> {
+/// Stands in for the simulator in a build without it; never constructed.
+#[cfg(not(feature = "simulator"))]
+struct Simulator;
+
+#[cfg(not(feature = "simulator"))]
+fn start_simulator(_: &Config, _: &Path, _: Option<String>) -> Result<Simulator, String> {
+    Err("this build has no UKey simulator (built without the `simulator` feature)".into())
+}
+
+/// Starts the simulator on `listen` (default: where `ukey.url` points), keeping its key next to
+/// the configuration file so that its certificate survives restarts.
+#[cfg(feature = "simulator")]
+fn start_simulator(
+    config: &Config,
+    config_path: &Path,
+    listen: Option<String>,
+) -> Result<Simulator, String> {
     let listen = match listen {
         Some(l) => l,
         None => {
-            let ep = Endpoint::parse(&config.ukey.url)?;
+            let ep = chinaport_proxy::ukey::conn::Endpoint::parse(&config.ukey.url)?;
             format!("{}:{}", ep.host, ep.port)
         }
     };
+    let key_file = config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("simulator-ukey.pem");
     let sim = Simulator::start(SimOptions {
         listen: listen.clone(),
         password: config.ukey.password.clone(),
-        ..SimOptions::default()
+        key_file: Some(key_file.clone()),
     })
     .map_err(|e| format!("cannot start the UKey simulator on {listen}: {e}"))?;
     log::warn!(
-        "UKey SIMULATOR listening on {} — its signatures are NOT valid at customs",
-        sim.url()
+        "UKey SIMULATOR listening on {} (key {}): its signatures are NOT valid at customs",
+        sim.url(),
+        key_file.display()
     );
     Ok(sim)
 }
 
 fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
-    let config = load(config_path)?;
+    let (config, path) = load(config_path)?;
     let _simulator = if simulate {
-        Some(start_simulator(&config, None)?)
+        Some(start_simulator(&config, &path, None)?)
     } else {
         None
     };
@@ -101,9 +127,17 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn simulate_only(config_path: Option<PathBuf>, listen: Option<String>) -> Result<(), String> {
-    let config = load(config_path)?;
-    let _sim = start_simulator(&config, listen)?;
+fn simulate_only(
+    config_path: Option<PathBuf>,
+    listen: Option<String>,
+    faults: &serde_json::Value,
+) -> Result<(), String> {
+    let (config, path) = load(config_path)?;
+    let sim = start_simulator(&config, &path, listen)?;
+    #[cfg(feature = "simulator")]
+    log::info!("simulator faults: {}", sim.faults().apply(faults));
+    #[cfg(not(feature = "simulator"))]
+    let _ = (sim, faults);
     loop {
         std::thread::park();
     }

@@ -27,7 +27,7 @@ fn rpc_success_answers_the_frame_without_id() {
     // args may be omitted
     let r = proxy.post("/rpc", &json!({"_method": CERT_NO}).to_string());
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["_args"]["Data"][0], "5100000000sim");
+    assert_eq!(r.json()["_args"]["Data"][0], sim.cert_no().as_str());
 }
 
 #[test]
@@ -437,7 +437,7 @@ fn health_reports_connection_and_certificate() {
     proxy.wait_healthy();
     let h = proxy.get("/health").json();
     assert_eq!(h["connected"], true);
-    assert_eq!(h["cert_no"], "5100000000sim");
+    assert_eq!(h["cert_no"], sim.cert_no().as_str());
     assert_eq!(h["last_probe"]["ok"], true);
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
 }

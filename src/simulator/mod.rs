@@ -1,20 +1,28 @@
 //! A UKey simulator: a WebSocket server that behaves like the E-Port client software (greeting,
-//! `_id` matching, password check, the `cus-sec_Spc…` methods), with fault knobs for integrators
-//! and for our own tests. Nothing it signs is valid at customs.
+//! `_id` matching, password check, the `cus-sec_Spc…` methods, real RSA/SHA-1 signatures), with
+//! fault knobs for integrators and for our own tests. Nothing it signs is valid at customs.
+//!
+//! The knobs are set through `Faults` in process, from the command line of `simulate`, or by a
+//! client at run time with two extra methods (through the proxy's `/rpc` too):
+//! `sim-ctl_Faults` (args: `latency_ms`, `silent`, `errors`, `drop_after`, `refuse`, `clear`)
+//! and `sim-ctl_Drop` (closes the connection at once, without an answer).
 
+pub mod card;
 mod methods;
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
-pub use methods::Identity;
+pub use card::{Card, SIMULATOR_MARK};
+pub use methods::ENT_NAME;
 
 /// Frames remembered for inspection (tests, `--simulate` debugging); older ones are dropped.
 const RECEIVED_KEPT: usize = 10_000;
@@ -28,12 +36,14 @@ pub struct Faults {
     pub silent_methods: Mutex<HashSet<String>>,
     /// Methods answered `Result:false` with these errors.
     pub error_methods: Mutex<HashMap<String, Vec<String>>>,
-    /// Close the connection (without answering) when the total request count reaches this; 0 = off.
+    /// Close the connection (without answering) when `requests_seen` reaches this; 0 = off.
     pub drop_after_requests: AtomicU64,
     /// Close new connections right after accepting them.
     pub refuse_connections: AtomicBool,
     /// Collect this many requests, then answer them newest first (tests reply matching); 0/1 = off.
     pub reverse_batch: AtomicUsize,
+    /// Requests received so far, over all connections.
+    pub requests_seen: AtomicU64,
 }
 
 impl Faults {
@@ -61,6 +71,73 @@ impl Faults {
     pub fn set_refuse(&self, refuse: bool) {
         self.refuse_connections.store(refuse, Ordering::SeqCst);
     }
+    /// Applies knobs sent as JSON (`sim-ctl_Faults` or the command line) and returns them all.
+    pub fn apply(&self, args: &Value) -> Value {
+        if args.get("clear").and_then(Value::as_bool) == Some(true) {
+            self.latency_ms.store(0, Ordering::SeqCst);
+            self.drop_after_requests.store(0, Ordering::SeqCst);
+            self.refuse_connections.store(false, Ordering::SeqCst);
+            self.reverse_batch.store(0, Ordering::SeqCst);
+            if let Ok(mut s) = self.silent_methods.lock() {
+                s.clear();
+            }
+            if let Ok(mut e) = self.error_methods.lock() {
+                e.clear();
+            }
+        }
+        if let Some(ms) = args.get("latency_ms").and_then(Value::as_u64) {
+            self.latency_ms.store(ms, Ordering::SeqCst);
+        }
+        if let Some(n) = args.get("drop_after").and_then(Value::as_u64) {
+            let done = self.requests_seen.load(Ordering::SeqCst);
+            self.drop_after_requests
+                .store(if n == 0 { 0 } else { done + n }, Ordering::SeqCst);
+        }
+        if let Some(r) = args.get("refuse").and_then(Value::as_bool) {
+            self.set_refuse(r);
+        }
+        if let Some(methods) = args.get("silent").and_then(Value::as_array) {
+            for m in methods.iter().filter_map(Value::as_str) {
+                self.set_silent(m, true);
+            }
+        }
+        if let Some(errors) = args.get("errors").and_then(Value::as_object) {
+            for (method, e) in errors {
+                let list = match e {
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                    Value::String(s) => vec![s.clone()],
+                    _ => continue,
+                };
+                self.set_error(method, Some(list));
+            }
+        }
+        self.describe()
+    }
+
+    /// The knobs as JSON.
+    pub fn describe(&self) -> Value {
+        let silent: Vec<String> = self
+            .silent_methods
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let errors = self
+            .error_methods
+            .lock()
+            .map(|e| json!(*e))
+            .unwrap_or(Value::Null);
+        json!({
+            "latency_ms": self.latency_ms.load(Ordering::SeqCst),
+            "silent": silent,
+            "errors": errors,
+            "drop_after_request": self.drop_after_requests.load(Ordering::SeqCst),
+            "refuse": self.refuse_connections.load(Ordering::SeqCst),
+        })
+    }
+
     fn is_silent(&self, method: &str) -> bool {
         self.silent_methods
             .lock()
@@ -82,7 +159,8 @@ pub struct SimOptions {
     pub listen: String,
     /// The card password it accepts.
     pub password: String,
-    pub identity: Identity,
+    /// Where the key and certificates are kept (made on first use); `None`: a new key each start.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for SimOptions {
@@ -90,16 +168,16 @@ impl Default for SimOptions {
         SimOptions {
             listen: "127.0.0.1:61232".into(),
             password: "88888888".into(),
-            identity: Identity::default(),
+            key_file: None,
         }
     }
 }
 
 struct Shared {
     options: SimOptions,
+    card: Card,
     faults: Arc<Faults>,
     received: Mutex<Vec<Value>>,
-    requests: AtomicU64,
     accepted: AtomicUsize,
     open: Mutex<Vec<TcpStream>>,
     stopping: AtomicBool,
@@ -114,13 +192,18 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn start(options: SimOptions) -> io::Result<Simulator> {
+        let card = match &options.key_file {
+            Some(path) => Card::load_or_create(path),
+            None => Card::generate(),
+        }
+        .map_err(io::Error::other)?;
         let listener = TcpListener::bind(&options.listen)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,
+            card,
             faults: Arc::new(Faults::default()),
             received: Mutex::new(Vec::new()),
-            requests: AtomicU64::new(0),
             accepted: AtomicUsize::new(0),
             open: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
@@ -159,7 +242,17 @@ impl Simulator {
 
     /// The signature this simulator gives for `data` (what `cus-sec_SpcSignDataAsPEM` answers).
     pub fn signature_of(&self, data: &str) -> String {
-        methods::sign(data)
+        self.shared.card.sign(data.as_bytes()).unwrap_or_default()
+    }
+
+    /// The certificate number it reports.
+    pub fn cert_no(&self) -> String {
+        self.shared.card.cert_no()
+    }
+
+    /// Its signing certificate, DER.
+    pub fn sign_cert_der(&self) -> Vec<u8> {
+        self.shared.card.sign_cert_der().to_vec()
     }
 
     /// Connections accepted so far (refused ones included).
@@ -241,7 +334,11 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
             continue;
         };
         remember(shared, &frame);
-        let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if frame.get("_method").and_then(Value::as_str) == Some("sim-ctl_Drop") {
+            let _ = ws.get_ref().shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let n = shared.faults.requests_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let drop_at = shared.faults.drop_after_requests.load(Ordering::SeqCst);
         if drop_at != 0 && n >= drop_at {
             shared.faults.drop_after_requests.store(0, Ordering::SeqCst);
@@ -283,7 +380,12 @@ fn answer(ws: &mut WebSocket<TcpStream>, shared: &Shared, frame: &Value) -> Resu
     let args = frame.get("args").cloned().unwrap_or(json!({}));
     let outcome = match shared.faults.error_for(method) {
         Some(errors) => Err(errors),
-        None => methods::call(&shared.options, method, &args),
+        None => {
+            methods::check_password(&shared.options.password, &args).and_then(|()| match method {
+                "sim-ctl_Faults" => Ok(vec![shared.faults.apply(&args).to_string()]),
+                _ => methods::call(&shared.card, method, &args),
+            })
+        }
     };
     let (result, data, errors) = match outcome {
         Ok(data) => (true, data, Vec::new()),

@@ -19,6 +19,10 @@ const WORKER_GRACE: Duration = Duration::from_secs(2);
 
 /// The method the health probe calls; its answer is the certificate number.
 pub const PROBE_METHOD: &str = "cus-sec_SpcGetCertNo";
+/// The word the simulator's certificates carry in their subject; the proxy warns when it sees it.
+pub const SIMULATOR_MARK: &str = "SIMULATOR";
+/// The method that hands out the signing certificate (base64 DER), read once per connection.
+pub const SIGN_CERT_METHOD: &str = "cus-sec_SpcGetSignCertAsPEM";
 
 /// Why a call got no answer from the card.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,8 @@ pub struct Status {
     /// Certificate number from the last successful probe. Locked only to copy a short string.
     pub cert_no: Mutex<Option<String>>,
     pub last_error: Mutex<Option<String>>,
+    /// The signing certificate (base64 DER) of the current connection, once read.
+    pub sign_cert: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -96,6 +102,14 @@ impl Status {
     }
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+    pub fn sign_cert(&self) -> Option<String> {
+        self.sign_cert.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+    fn set_sign_cert(&self, v: Option<String>) {
+        if let Ok(mut g) = self.sign_cert.lock() {
+            *g = v;
+        }
     }
     fn set_cert_no(&self, v: Option<String>) {
         if let Ok(mut g) = self.cert_no.lock() {

@@ -4,7 +4,7 @@
 //! jobs, socket readiness and the nearest deadline.
 
 use super::conn::{Conn, ConnError, Endpoint, Readiness};
-use super::{CallError, Command, Job, PROBE_METHOD, Status, UkeyEvent, now_ms};
+use super::{CallError, Command, Job, PROBE_METHOD, SIGN_CERT_METHOD, Status, UkeyEvent, now_ms};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
 use crossbeam_channel::{Receiver, Sender, select};
@@ -32,6 +32,9 @@ pub(super) struct Runner {
     outage_reported: bool,
     /// Whether a connection has ever been up (the first one is not a "recovery").
     ever_connected: bool,
+    /// The card rejected the configured password: probing again would be one more wrong attempt,
+    /// and repeated wrong passwords lock the card. Cleared only by a restart with a new config.
+    password_rejected: bool,
 }
 
 enum State {
@@ -55,7 +58,13 @@ struct Session {
 /// Who is waiting for a frame.
 enum Origin {
     Caller(Job),
-    Probe { deadline: Instant },
+    Probe {
+        deadline: Instant,
+    },
+    /// The signing certificate, read once per connection.
+    SignCert {
+        deadline: Instant,
+    },
 }
 
 struct Sent {
@@ -67,7 +76,7 @@ impl Origin {
     fn deadline(&self) -> Instant {
         match self {
             Origin::Caller(job) => job.deadline,
-            Origin::Probe { deadline } => *deadline,
+            Origin::Probe { deadline } | Origin::SignCert { deadline } => *deadline,
         }
     }
 }
@@ -98,6 +107,7 @@ impl Runner {
             next_id: 1,
             outage_reported: false,
             ever_connected: false,
+            password_rejected: false,
         }
     }
 
@@ -187,10 +197,16 @@ impl Runner {
         }
         self.ever_connected = true;
         self.outage_reported = false;
+        self.status.set_sign_cert(None);
+        let mut queue = VecDeque::new();
+        // after the first probe (queued on the first tick, ahead of everything)
+        queue.push_back(Origin::SignCert {
+            deadline: Instant::now() + self.config.timeout(),
+        });
         Session {
             conn,
             in_flight: HashMap::new(),
-            queue: VecDeque::new(),
+            queue,
             next_probe: Instant::now(), // a first probe fetches the certificate number
             probe_pending: false,
             late_ids: VecDeque::new(),
@@ -261,7 +277,7 @@ impl Runner {
             .values()
             .map(|sent| sent.origin.deadline())
             .chain(s.queue.iter().map(Origin::deadline));
-        let probe = if s.probe_pending {
+        let probe = if s.probe_pending || self.password_rejected {
             None
         } else {
             Some(s.next_probe)
@@ -276,7 +292,7 @@ impl Runner {
     fn on_tick(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
         let now = Instant::now();
         self.expire(s, now)?;
-        if !s.probe_pending && now >= s.next_probe {
+        if !s.probe_pending && !self.password_rejected && now >= s.next_probe {
             s.probe_pending = true;
             // ahead of queued calls: a long queue must not starve the health check
             s.queue.push_front(Origin::Probe {
@@ -302,11 +318,15 @@ impl Runner {
             let Some(origin) = s.queue.pop_front() else {
                 break;
             };
+            if self.password_rejected && !matches!(origin, Origin::Caller(_)) {
+                continue; // our own calls would be more wrong-password attempts
+            }
             let id = self.next_id;
             self.next_id += 1;
             let (method, args) = match &origin {
                 Origin::Caller(job) => (job.method.clone(), job.args.clone()),
                 Origin::Probe { .. } => (PROBE_METHOD.to_string(), Map::new()),
+                Origin::SignCert { .. } => (SIGN_CERT_METHOD.to_string(), Map::new()),
             };
             let frame = self.request_frame(id, &method, args);
             if log::log_enabled!(log::Level::Debug) {
@@ -394,7 +414,33 @@ impl Runner {
                 None
             }
             Origin::Probe { .. } => self.on_probe_reply(s, &frame),
+            Origin::SignCert { .. } => {
+                self.on_sign_cert(&frame);
+                None
+            }
         }
+    }
+
+    /// Keeps the signing certificate for whoever needs it, and warns when the card is a simulator
+    /// (its certificates say so in their subject).
+    fn on_sign_cert(&self, frame: &Map<String, Value>) {
+        let cert = frame
+            .get("_args")
+            .filter(|a| a.get("Result").and_then(Value::as_bool) == Some(true))
+            .and_then(|a| a.get("Data"))
+            .and_then(|d| d.get(0))
+            .and_then(Value::as_str);
+        let Some(cert) = cert else {
+            log::warn!("UKey: could not read the signing certificate ({SIGN_CERT_METHOD} failed)");
+            return;
+        };
+        if is_simulator_certificate(cert) {
+            log::warn!(
+                "UKey at {} is a SIMULATOR (its certificate says so): signatures it makes are NOT valid at customs",
+                self.endpoint.url
+            );
+        }
+        self.status.set_sign_cert(Some(cert.to_string()));
     }
 
     fn on_probe_reply(
@@ -422,10 +468,27 @@ impl Runner {
             .and_then(|a| a.get("Error"))
             .map(|e| e.to_string())
             .unwrap_or_else(|| "no Error given".into());
-        Some(self.probe_failed(format!(
+        let error = format!(
             "health probe {PROBE_METHOD} failed: {}",
             self.masker.mask_str(&errors)
-        )))
+        );
+        if is_password_error(&errors) {
+            // Reconnecting cannot fix a wrong password, and every further probe would be one
+            // more wrong attempt towards locking the card: stop probing, stay connected.
+            self.password_rejected = true;
+            self.status.last_probe_ok.store(false, Ordering::SeqCst);
+            self.status.set_last_error(Some(format!(
+                "the card rejected the configured password ({})",
+                self.masker.mask_str(&errors)
+            )));
+            log::error!(
+                "UKey: the card rejected ukey.password; health probes stopped so as not to lock the card. Fix ukey.password and restart. ({})",
+                self.masker.mask_str(&errors)
+            );
+            self.emit(UkeyEvent::HealthCheckFailure { error });
+            return None;
+        }
+        Some(self.probe_failed(error))
     }
 
     fn probe_failed(&mut self, error: String) -> SessionEnd {
@@ -474,6 +537,9 @@ impl Runner {
                     reply(job, Err(CallError::Timeout(timeout)));
                 }
                 Origin::Probe { .. } => probe_timed_out = true,
+                Origin::SignCert { .. } => {
+                    log::warn!("UKey: no answer to {SIGN_CERT_METHOD}");
+                }
             }
         }
         // queued calls that waited too long for a slot (rare: only rebuild the queue then)
@@ -492,6 +558,7 @@ impl Runner {
                     reply(job, Err(CallError::Timeout(timeout)));
                 }
                 Origin::Probe { .. } => probe_timed_out = true,
+                Origin::SignCert { .. } => {}
             }
         }
         if probe_timed_out {
@@ -548,6 +615,7 @@ fn origin_id(origin: &Origin) -> &str {
     match origin {
         Origin::Caller(job) => &job.request_id,
         Origin::Probe { .. } => "health-probe",
+        Origin::SignCert { .. } => "sign-cert",
     }
 }
 
@@ -566,5 +634,65 @@ fn unique_by_method(s: &Session, method: Option<&str>) -> Option<u64> {
     match (matching.next(), matching.next()) {
         (Some((id, _)), None) => Some(*id),
         _ => None,
+    }
+}
+
+/// Whether a certificate (base64 DER, as the card hands it out) is one of the simulator's: its
+/// subject carries the word SIMULATOR, which stands as plain text in the DER.
+fn is_simulator_certificate(cert_b64: &str) -> bool {
+    use base64::Engine;
+    let b64: String = cert_b64
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map(|der| {
+            der.windows(super::SIMULATOR_MARK.len())
+                .any(|w| w == super::SIMULATOR_MARK.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a card's `Error` list says the password was wrong. The exact wording of the client
+/// software is not documented, so this looks for the words it uses for a PIN or password.
+fn is_password_error(errors: &str) -> bool {
+    let lower = errors.to_lowercase();
+    ["口令", "密码", "pin", "passwd", "password"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{frame_id, is_password_error, is_simulator_certificate};
+    use serde_json::json;
+
+    #[test]
+    fn password_errors_are_recognised() {
+        assert!(is_password_error(r#"["口令验证失败","Err:Custom50030"]"#));
+        assert!(is_password_error(r#"["密码错误"]"#));
+        assert!(is_password_error(r#"["Wrong PIN"]"#));
+        assert!(!is_password_error(r#"["Err:Custom50070"]"#));
+    }
+
+    #[test]
+    fn ids_are_integers_or_integer_strings() {
+        assert_eq!(frame_id(&json!(17)), Some(17));
+        assert_eq!(frame_id(&json!("17")), Some(17));
+        assert_eq!(frame_id(&json!(-1)), None);
+        assert_eq!(frame_id(&json!("x")), None);
+        assert_eq!(frame_id(&json!(null)), None);
+    }
+
+    #[test]
+    fn simulator_certificates_are_recognised() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"\x30\x82..O=SIMULATOR..");
+        assert!(is_simulator_certificate(&b64));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"\x30\x82..O=Real Co..");
+        assert!(!is_simulator_certificate(&b64));
+        assert!(!is_simulator_certificate("not base64 !!"));
     }
 }

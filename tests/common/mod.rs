@@ -53,11 +53,16 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The simulator's key file shared by all tests (made once; RSA key generation takes a moment).
+pub fn shared_key_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-simulator-ukey.pem")
+}
+
 pub fn simulator() -> Simulator {
     Simulator::start(SimOptions {
         listen: "127.0.0.1:0".into(),
         password: PASSWORD.into(),
-        ..SimOptions::default()
+        key_file: Some(shared_key_file()),
     })
     .expect("start simulator")
 }
