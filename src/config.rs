@@ -55,18 +55,47 @@ pub struct UkeyConfig {
     pub connect_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of the MD5 request signature; empty disables authentication.
     pub app_secret: String,
+    /// How far `X-Timestamp` may be from server time, either way.
+    pub max_skew_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            app_secret: String::new(),
+            max_skew_ms: 3000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     pub failure_url: String,
     pub audit_url: String,
+    /// "system": the OS certificate store (works behind TLS inspection); "bundled": built-in roots.
+    pub tls_roots: String,
+    /// The journal of undelivered events; empty: `webhook-journal.jsonl` next to the config.
+    pub journal_path: String,
+    /// Undelivered events kept at most, in bytes; past that new events are dropped (logged).
+    pub journal_max_bytes: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            failure_url: String::new(),
+            audit_url: String::new(),
+            tls_roots: "system".into(),
+            journal_path: String::new(),
+            journal_max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -293,6 +322,26 @@ impl Config {
                 return Err(invalid(field, "must be greater than 0"));
             }
         }
+        if !matches!(self.webhook.tls_roots.as_str(), "system" | "bundled") {
+            return Err(invalid(
+                "webhook.tls_roots",
+                &format!(
+                    "{:?} must be \"system\" or \"bundled\"",
+                    self.webhook.tls_roots
+                ),
+            ));
+        }
+        for (field, url) in [
+            ("webhook.audit_url", &self.webhook.audit_url),
+            ("webhook.failure_url", &self.webhook.failure_url),
+        ] {
+            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(invalid(
+                    field,
+                    "must be an http:// or https:// URL, or empty",
+                ));
+            }
+        }
         if self.ukey.connect_timeout_ms == 0 {
             return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));
         }
@@ -319,6 +368,8 @@ mod tests {
         assert_eq!(c.ukey.max_in_flight, 1);
         assert!(c.auth.app_secret.is_empty());
         assert!(!c.log.verbose);
+        assert_eq!(c.auth.max_skew_ms, 3000);
+        assert_eq!(c.webhook.tls_roots, "system");
     }
 
     #[test]

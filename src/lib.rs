@@ -1,6 +1,7 @@
 //! chinaport-proxy: lets business systems use a China E-Port customs UKey safely over HTTP.
 //! The binary (`main.rs`) only wires these modules together.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod logging;
@@ -8,6 +9,8 @@ pub mod mask;
 pub mod reply;
 pub mod rpc;
 pub mod server;
+pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod ukey;
+pub mod webhook;

@@ -6,13 +6,16 @@ use chinaport_proxy::config::{self, Config};
 use chinaport_proxy::logging;
 use chinaport_proxy::mask::{self, Masker};
 use chinaport_proxy::server::{self, App, HttpServer};
+use chinaport_proxy::shutdown;
 #[cfg(feature = "simulator")]
 use chinaport_proxy::simulator::{SimOptions, Simulator};
 use chinaport_proxy::ukey::Ukey;
+use chinaport_proxy::webhook::{WebhookSettings, Webhooks};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let outcome = match cli::parse(std::env::args_os().skip(1)) {
@@ -103,8 +106,12 @@ fn start_simulator(
     Ok(sim)
 }
 
+/// How long in-flight requests may take to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
     let (config, path) = load(config_path)?;
+    let signals = shutdown::install()?;
     let _simulator = if simulate {
         Some(start_simulator(&config, &path, None)?)
     } else {
@@ -112,19 +119,82 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
     };
     // Bind first: a second copy (port in use) must fail before it touches the card.
     let listener = server::bind(&config.server).map_err(|e| e.to_string())?;
-    let (ukey, ukey_thread) = Ukey::spawn(&config.ukey, None)
+    let (events_tx, events_rx) = crossbeam_channel::bounded(64);
+    let (ukey, ukey_thread) = Ukey::spawn(&config.ukey, Some(events_tx))
         .map_err(|e| format!("cannot start the UKey thread: {e}"))?;
-    let app = Arc::new(App {
-        masker: mask::global().clone(),
+    let (stop_webhooks, stop_rx) = crossbeam_channel::bounded(1);
+    let (webhooks, webhook_thread) = Webhooks::start(
+        webhook_settings(&config, &path),
+        mask::global().clone(),
+        events_rx,
+        stop_rx,
+    )?;
+    let app = Arc::new(App::new(
         config,
-        ukey,
-        started: Instant::now(),
-    });
-    let http = HttpServer::start(listener, app).map_err(|e| format!("cannot start HTTP: {e}"))?;
+        ukey.clone(),
+        mask::global().clone(),
+        webhooks,
+    ));
+    let http =
+        HttpServer::start(listener, app.clone()).map_err(|e| format!("cannot start HTTP: {e}"))?;
     log::info!("listening on http://{}", http.addr);
-    let _ = ukey_thread.join();
+
+    signals.wait();
+    log::info!(
+        "stop requested: no new connections; letting {} request(s) finish (up to {} s)",
+        app.in_flight.load(Ordering::SeqCst),
+        DRAIN_TIMEOUT.as_secs()
+    );
+    http.close_listener();
+    app.draining.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while app.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = app.in_flight.load(Ordering::SeqCst);
+    if left > 0 {
+        log::warn!(
+            "{left} request(s) still running after {} s; stopping anyway",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
     http.stop();
+    ukey.shutdown();
+    join_within(ukey_thread, Duration::from_secs(3));
+    // undelivered events stay in the journal and go out after the next start
+    let _ = stop_webhooks.try_send(());
+    if let Some(t) = webhook_thread {
+        join_within(t, Duration::from_secs(2));
+    }
+    log::info!("stopped");
     Ok(())
+}
+
+fn webhook_settings(config: &Config, config_path: &Path) -> WebhookSettings {
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let journal = match config.webhook.journal_path.as_str() {
+        "" => dir.join("webhook-journal.jsonl"),
+        p => dir.join(p), // an absolute path stays as it is
+    };
+    WebhookSettings {
+        audit_url: config.webhook.audit_url.clone(),
+        failure_url: config.webhook.failure_url.clone(),
+        secret: config.auth.app_secret.clone(),
+        journal_path: journal,
+        journal_max_bytes: config.webhook.journal_max_bytes,
+        system_roots: config.webhook.tls_roots == "system",
+    }
+}
+
+/// Waits for a thread to end, at most `limit`.
+fn join_within(thread: std::thread::JoinHandle<()>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    }
 }
 
 fn simulate_only(

@@ -1,17 +1,20 @@
 //! The HTTP front: the hardened listening socket, the worker threads, request IDs, routing,
 //! body limits and panic isolation. Handlers return a `Reply`; only this module talks to tiny_http.
 
+use crate::auth::Md5Auth;
 use crate::config::{Config, ServerConfig};
 use crate::mask::Masker;
-use crate::reply::Reply;
+use crate::reply::{Body, Reply};
 use crate::rpc;
 use crate::ukey::{Ukey, now_ms};
-use serde_json::json;
+use crate::webhook::{Audit, Webhooks};
+use serde_json::{Value, json};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tiny_http::{Method, Request};
@@ -46,6 +49,30 @@ pub struct App {
     pub ukey: Ukey,
     pub masker: Masker,
     pub started: Instant,
+    /// `None` when `auth.app_secret` is empty.
+    pub auth: Option<Md5Auth>,
+    pub webhooks: Webhooks,
+    /// Requests being handled now (drained on shutdown).
+    pub in_flight: AtomicUsize,
+    /// Set on shutdown: new requests on open connections get 503.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(config: Config, ukey: Ukey, masker: Masker, webhooks: Webhooks) -> App {
+        let auth = (!config.auth.app_secret.is_empty())
+            .then(|| Md5Auth::new(&config.auth.app_secret, config.auth.max_skew_ms));
+        App {
+            config,
+            ukey,
+            masker,
+            started: Instant::now(),
+            auth,
+            webhooks,
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The running HTTP server: its address and its workers.
@@ -109,13 +136,16 @@ impl HttpServer {
         })
     }
 
-    /// Stops the workers once they finish what they are handling.
+    /// Stops accepting connections; open ones are still served (for draining).
+    pub fn close_listener(&self) {
+        self.http.close_listener();
+    }
+
+    /// Wakes idle workers so that they end. A worker still inside a request is not waited for:
+    /// the caller has drained what it meant to drain.
     pub fn stop(self) {
         for _ in &self.workers {
             self.http.unblock();
-        }
-        for w in self.workers {
-            let _ = w.join();
         }
     }
 }
@@ -135,24 +165,44 @@ fn worker(http: &tiny_http::Server, app: &App) {
     }
 }
 
-/// What is known about one request while it is handled: its ID and, once parsed, the UKey
-/// method it calls (for the log line, and for audit records).
+/// What is known about one request while it is handled: its ID, the UKey method it calls, and
+/// whether (and with what request body) it is audited.
 pub struct Exchange {
     pub request_id: String,
     pub started: Instant,
     pub ukey_method: Option<String>,
+    /// Set once the request passed authentication and reached routing: it is then audited.
+    pub audit_request: Option<Value>,
+}
+
+/// Counts a request in `App::in_flight` for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Handles one request end to end. A panic inside the handler answers 500; the worker lives on.
 fn handle(app: &App, mut request: Request) {
+    let _counted = InFlight::enter(&app.in_flight);
     let mut ex = Exchange {
         request_id: uuid::Uuid::new_v4().to_string(),
         started: Instant::now(),
         ukey_method: None,
+        audit_request: None,
     };
     let method = request.method().to_string();
     let path = path_of(request.url()).to_string();
-    let reply = guarded(&ex.request_id.clone(), || route(app, &mut request, &mut ex));
+    let reply = guarded(&ex.request_id.clone(), || serve(app, &mut request, &mut ex));
     let request_id = &ex.request_id;
     log::info!(
         "[{request_id}] {method} {path}{}{} -> {} in {} ms",
@@ -161,9 +211,83 @@ fn handle(app: &App, mut request: Request) {
         reply.status,
         ex.started.elapsed().as_millis()
     );
+    // journaled before the response goes out: a process killed after answering loses nothing
+    audit(app, &ex, &reply);
     if let Err(e) = request.respond(reply.into_response(request_id)) {
         log::debug!("[{request_id}] could not send the response: {e}");
     }
+}
+
+/// Health is answered before anything else; every other request is read, authenticated, and only
+/// then routed (an unauthenticated request never reaches the card).
+fn serve(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
+    let path = path_of(request.url()).to_string();
+    let method = request.method().clone();
+    if app.draining.load(Ordering::SeqCst) {
+        return Reply::error(503, "proxy is shutting down");
+    }
+    if path == "/health" && matches!(method, Method::Get | Method::Head) {
+        return health(app);
+    }
+    let body = match read_body(request, app.config.server.max_body_bytes) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    if let Some(auth) = &app.auth {
+        let header = |name: &'static str| {
+            request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(name))
+                .map(|h| h.value.as_str().to_string())
+        };
+        let verdict = auth.verify(
+            method.as_str(),
+            &path,
+            header("X-Timestamp").as_deref(),
+            header("X-Signature").as_deref(),
+            &body,
+            now_ms(),
+        );
+        if let Err(e) = verdict {
+            log::warn!("[{}] authentication failed: {e}", ex.request_id);
+            return Reply::error(401, format!("authentication failed: {e}"));
+        }
+    }
+    ex.audit_request = Some(request_summary(&body));
+    route(app, &method, &path, &body, ex)
+}
+
+/// The request as an audit record shows it: its JSON, or an excerpt of what it was.
+fn request_summary(body: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v,
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+            json!({"body": text, "bytes": body.len()})
+        }
+    }
+}
+
+fn audit(app: &App, ex: &Exchange, reply: &Reply) {
+    let Some(request) = &ex.audit_request else {
+        return;
+    };
+    let response = reply.body_json(&ex.request_id).unwrap_or(Value::Null);
+    let error = match reply.error_message() {
+        Some(m) => m.to_string(),
+        None if !reply.is_success() => rpc::frame_errors(&response).join("; "),
+        None => String::new(),
+    };
+    app.webhooks.audit(Audit {
+        request_id: &ex.request_id,
+        method: ex.ukey_method.as_deref().unwrap_or(""),
+        request: request.clone(),
+        response,
+        success: reply.is_success(),
+        error: &error,
+        duration_ms: ex.started.elapsed().as_millis() as u64,
+    });
 }
 
 /// Runs a handler; a panic in it becomes a 500 reply instead of taking the worker down.
@@ -178,12 +302,10 @@ fn path_of(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-fn route(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
-    let path = path_of(request.url()).to_string();
-    match (path.as_str(), request.method()) {
-        ("/rpc", Method::Post) => handle_rpc(app, request, ex),
+fn route(app: &App, method: &Method, path: &str, body: &[u8], ex: &mut Exchange) -> Reply {
+    match (path, method) {
+        ("/rpc", Method::Post) => handle_rpc(app, body, ex),
         ("/rpc", _) => method_not_allowed("POST"),
-        ("/health", Method::Get | Method::Head) => health(app),
         ("/health", _) => method_not_allowed("GET"),
         _ => Reply::error(404, format!("no such endpoint: {path}; use POST /rpc")),
     }
@@ -193,31 +315,49 @@ fn method_not_allowed(allowed: &'static str) -> Reply {
     Reply::error(405, format!("method not allowed; use {allowed}")).with_header("Allow", allowed)
 }
 
-fn handle_rpc(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
+fn handle_rpc(app: &App, body: &[u8], ex: &mut Exchange) -> Reply {
     let request_id = ex.request_id.as_str();
-    let body = match read_body(request, app.config.server.max_body_bytes) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    let call = match rpc::parse_call(&body) {
+    let call = match rpc::parse_call(body) {
         Ok(c) => c,
         Err(e) => return Reply::error(400, e),
     };
     ex.ukey_method = Some(call.method.clone());
     if log::log_enabled!(log::Level::Debug) {
-        let args = app
-            .masker
-            .masked(&serde_json::Value::Object(call.args.clone()));
+        let args = app.masker.masked(&Value::Object(call.args.clone()));
         log::debug!("[{request_id}] rpc {} args {}", call.method, args);
     }
     let mut reply = rpc::execute(&app.ukey, &call, request_id);
-    if let crate::reply::Body::Json(frame) = &mut reply.body {
+    if let Body::Json(frame) = &mut reply.body {
         app.masker.mask_value(frame);
         if log::log_enabled!(log::Level::Debug) {
             log::debug!("[{request_id}] rpc {} answer {}", call.method, frame);
         }
     }
+    report_operation_failure(app, &call.method, &reply, request_id);
     reply
+}
+
+/// A card that said no, or did not answer in time, is reported to the failure webhook. (A lost
+/// connection is reported once per outage by the UKey thread, not once per call.)
+fn report_operation_failure(app: &App, method: &str, reply: &Reply, request_id: &str) {
+    let (error, errors) = match &reply.body {
+        Body::Json(frame) if reply.status == 400 => {
+            let errors = rpc::frame_errors(frame);
+            (
+                format!("UKey operation {method} failed: {}", errors.join("; ")),
+                errors,
+            )
+        }
+        Body::Error(m) if m.contains("did not answer") => (m.clone(), vec![m.clone()]),
+        _ => return,
+    };
+    app.webhooks.failure(
+        "operation_failure",
+        &error,
+        method,
+        &errors,
+        Some(request_id),
+    );
 }
 
 /// Reads the body, at most `limit` bytes: a larger one is answered 413 without being read.
@@ -253,6 +393,7 @@ fn health(app: &App) -> Reply {
         .last_probe_ok
         .load(std::sync::atomic::Ordering::SeqCst);
     let healthy = connected && probe_ok;
+    let backlog = app.webhooks.backlog();
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "connected": connected,
@@ -263,6 +404,7 @@ fn health(app: &App) -> Reply {
         },
         "last_error": status.last_error().map(|e| app.masker.mask_str(&e)),
         "in_flight": status.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "time_ms": now_ms(),

@@ -179,6 +179,7 @@ struct Shared {
     faults: Arc<Faults>,
     received: Mutex<Vec<Value>>,
     accepted: AtomicUsize,
+    closes: AtomicUsize,
     open: Mutex<Vec<TcpStream>>,
     stopping: AtomicBool,
 }
@@ -205,6 +206,7 @@ impl Simulator {
             faults: Arc::new(Faults::default()),
             received: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
+            closes: AtomicUsize::new(0),
             open: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         });
@@ -258,6 +260,11 @@ impl Simulator {
     /// Connections accepted so far (refused ones included).
     pub fn connections_accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Close frames received from clients (a clean close, as opposed to a dropped socket).
+    pub fn close_frames_received(&self) -> usize {
+        self.shared.closes.load(Ordering::SeqCst)
     }
 
     /// Closes every open connection at once, without a close frame (a crashed client software).
@@ -327,7 +334,10 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     loop {
         let text = match ws.read().map_err(|e| e.to_string())? {
             Message::Text(t) => t.as_str().to_owned(),
-            Message::Close(_) => return Ok(()),
+            Message::Close(_) => {
+                shared.closes.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
             _ => continue,
         };
         let Ok(frame) = serde_json::from_str::<Value>(&text) else {

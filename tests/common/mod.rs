@@ -3,6 +3,8 @@
 //! exactly the bytes they mean (malformed ones included). Every wait is a poll with a deadline.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use chinaport_proxy::simulator::{SimOptions, Simulator};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -198,6 +200,16 @@ impl Proxy {
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -s {name} failed");
+    }
 }
 
 impl Drop for Proxy {
@@ -317,6 +329,39 @@ pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool
     }
     let _ = s.shutdown(Shutdown::Both);
     (out, false)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A request signed with the MD5 scheme at time `ts` (milliseconds).
+pub fn signed_at(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    secret: &str,
+    ts: u64,
+) -> Resp {
+    let path = path_and_query.split('?').next().unwrap();
+    let sig = receiver::md5_hex(&format!("{method}{path}{ts}{body}{secret}"));
+    let ts = ts.to_string();
+    request(
+        addr,
+        method,
+        path_and_query,
+        &[("X-Timestamp", &ts), ("X-Signature", &sig)],
+        body.as_bytes(),
+    )
+}
+
+/// A request signed now.
+pub fn signed(addr: SocketAddr, method: &str, path: &str, body: &str, secret: &str) -> Resp {
+    signed_at(addr, method, path, body, secret, now_ms())
 }
 
 /// Asserts a UUID v4 in canonical form.

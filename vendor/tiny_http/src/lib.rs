@@ -439,6 +439,28 @@ impl Server {
         }
     }
 
+    /// chinaport-proxy patch: stops accepting new connections and frees the port, while the
+    /// connections already open go on being served (for a graceful shutdown, when workers still
+    /// hold the server and it cannot be dropped yet).
+    pub fn close_listener(&self) {
+        self.close.store(true, Relaxed);
+        // wake the accept thread, which then sees the flag and ends, dropping the listener
+        if let ListenAddr::IP(addr) = &self.listening_addr {
+            let mut addr = *addr;
+            if addr.ip().is_unspecified() {
+                let loopback: std::net::IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                addr.set_ip(loopback);
+            }
+            if let Ok(stream) = TcpStream::connect(addr) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
     /// Unblock thread stuck in recv() or incoming_requests().
     /// If there are several such threads, only one is unblocked.
     /// This method allows graceful shutdown of server.

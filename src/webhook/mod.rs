@@ -1,0 +1,391 @@
+//! Webhooks: audit and failure events. Request threads only append to the journal and wake the
+//! sender; one sender thread delivers from the journal with ureq, oldest first, retrying with
+//! backoff, so no request ever waits for a receiver and no audit record is lost while it is down.
+
+pub mod journal;
+
+use crate::auth::md5_signature;
+use crate::mask::Masker;
+use crate::ukey::{UkeyEvent, now_ms};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use journal::{Journal, Kind, Record};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One delivery attempt may take this long (a slow receiver delays only the sender thread).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where and how webhooks are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub audit_url: String,
+    pub failure_url: String,
+    /// Signs webhooks like incoming requests when non-empty.
+    pub secret: String,
+    pub journal_path: PathBuf,
+    pub journal_max_bytes: u64,
+    /// `true`: the OS certificate store (works behind TLS inspection); `false`: bundled roots.
+    pub system_roots: bool,
+}
+
+/// What a request thread reports. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks {
+    journal: Option<Arc<Journal>>,
+    audit: bool,
+    failure: bool,
+    wake: Sender<()>,
+    masker: Masker,
+}
+
+/// The audit record of one request.
+pub struct Audit<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub request: Value,
+    pub response: Value,
+    pub success: bool,
+    pub error: &'a str,
+    pub duration_ms: u64,
+}
+
+impl Webhooks {
+    /// A handle that records nothing (no URL configured).
+    pub fn disabled() -> Webhooks {
+        let (wake, _) = bounded(1);
+        Webhooks {
+            journal: None,
+            audit: false,
+            failure: false,
+            wake,
+            masker: Masker::default(),
+        }
+    }
+
+    /// Opens the journal and starts the sender thread. `ukey_events` are turned into failure
+    /// webhooks by that thread.
+    pub fn start(
+        settings: WebhookSettings,
+        masker: Masker,
+        ukey_events: Receiver<UkeyEvent>,
+        stop: Receiver<()>,
+    ) -> Result<(Webhooks, Option<JoinHandle<()>>), String> {
+        let audit = !settings.audit_url.is_empty();
+        let failure = !settings.failure_url.is_empty();
+        if !audit && !failure {
+            return Ok((Webhooks::disabled(), None));
+        }
+        let journal =
+            Journal::open(&settings.journal_path, settings.journal_max_bytes).map_err(|e| {
+                format!(
+                    "cannot open the webhook journal {}: {e}",
+                    settings.journal_path.display()
+                )
+            })?;
+        let journal = Arc::new(journal);
+        let (backlog, _) = journal.backlog();
+        if backlog > 0 {
+            log::info!("webhooks: {backlog} undelivered events from before; resuming delivery");
+        }
+        let (wake, wake_rx) = bounded(1);
+        let hooks = Webhooks {
+            journal: Some(journal.clone()),
+            audit,
+            failure,
+            wake,
+            masker: masker.clone(),
+        };
+        let sender = Delivery {
+            agent: agent(settings.system_roots),
+            settings,
+            journal,
+            hooks: hooks.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || sender.run(&wake_rx, &ukey_events, &stop))
+            .map_err(|e| e.to_string())?;
+        Ok((hooks, Some(handle)))
+    }
+
+    /// Journals an audit record (before the response is sent) and wakes the sender.
+    pub fn audit(&self, a: Audit<'_>) {
+        if !self.audit {
+            return;
+        }
+        let mut body = json!({
+            "event": "api_audit",
+            "timestamp": now_ms(),
+            "request_id": a.request_id,
+            "method": a.method,
+            "request": a.request,
+            "response": a.response,
+            "success": a.success,
+            "error": a.error,
+            "duration_ms": a.duration_ms,
+        });
+        self.masker.mask_value(&mut body);
+        self.record(Kind::Audit, Some(a.request_id), body);
+    }
+
+    /// Journals a failure event.
+    pub fn failure(
+        &self,
+        kind: &str,
+        error: &str,
+        method: &str,
+        errors: &[String],
+        request_id: Option<&str>,
+    ) {
+        if !self.failure {
+            return;
+        }
+        let mut body = json!({
+            "event": "ukey_malfunction",
+            "timestamp": now_ms(),
+            "error": error,
+            "details": {
+                "type": kind,
+                "method": method,
+                "errors": errors,
+                "request_id": request_id.unwrap_or(""),
+            },
+        });
+        self.masker.mask_value(&mut body);
+        self.record(Kind::Failure, request_id, body);
+    }
+
+    fn recovered(&self) {
+        if !self.failure {
+            return;
+        }
+        let body = json!({
+            "event": "ukey_recovered",
+            "timestamp": now_ms(),
+            "details": {"type": "connection_recovered"},
+        });
+        self.record(Kind::Failure, None, body);
+    }
+
+    fn record(&self, kind: Kind, request_id: Option<&str>, body: Value) {
+        let Some(journal) = &self.journal else { return };
+        match journal.append(kind, request_id, body.to_string()) {
+            Ok(_) => {
+                let _ = self.wake.try_send(());
+            }
+            // Full is logged once by the journal; other errors each time
+            Err(journal::JournalError::Full { .. }) => {}
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Undelivered (events, bytes) and events dropped because the journal was full.
+    pub fn backlog(&self) -> (u64, u64, u64) {
+        match &self.journal {
+            Some(j) => {
+                let (events, bytes) = j.backlog();
+                (events, bytes, j.dropped())
+            }
+            None => (0, 0, 0),
+        }
+    }
+}
+
+fn agent(system_roots: bool) -> ureq::Agent {
+    use ureq::tls::{RootCerts, TlsConfig};
+    let roots = if system_roots {
+        RootCerts::PlatformVerifier
+    } else {
+        RootCerts::WebPki
+    };
+    ureq::Agent::config_builder()
+        .timeout_global(Some(ATTEMPT_TIMEOUT))
+        .http_status_as_error(false)
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into()
+}
+
+/// What one delivery attempt came to.
+enum Outcome {
+    Delivered,
+    /// 4xx: the receiver will never take it; logged and skipped.
+    Rejected(u16),
+    /// Down, slow or 5xx: try again later, in order.
+    Retry(String),
+}
+
+/// The sender thread's state.
+struct Delivery {
+    agent: ureq::Agent,
+    settings: WebhookSettings,
+    journal: Arc<Journal>,
+    hooks: Webhooks,
+}
+
+impl Delivery {
+    fn run(self, wake: &Receiver<()>, ukey_events: &Receiver<UkeyEvent>, stop: &Receiver<()>) {
+        let mut ukey_events = ukey_events.clone();
+        let mut retry = RETRY_FIRST;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let wait = match self.deliver_pending(stop) {
+                Ok(()) => {
+                    if let Some(since) = failing_since.take() {
+                        log::info!(
+                            "webhooks: receiver accepts again after {} s; backlog delivered",
+                            since.elapsed().as_secs()
+                        );
+                    }
+                    retry = RETRY_FIRST;
+                    None
+                }
+                Err(why) => {
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        log::warn!(
+                            "webhooks: delivery failed ({why}); events wait in the journal and are retried with backoff"
+                        );
+                    } else {
+                        log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
+                    }
+                    let w = retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    Some(w)
+                }
+            };
+            let timeout = wait.unwrap_or(Duration::from_secs(3600));
+            select! {
+                recv(stop) -> _ => return,
+                recv(wake) -> _ => {}
+                recv(ukey_events) -> e => match e {
+                    Ok(event) => self.on_ukey_event(event),
+                    // the UKey thread is gone: stop watching (a disconnected channel would
+                    // make every select! return at once) and keep delivering
+                    Err(_) => ukey_events = crossbeam_channel::never(),
+                },
+                default(timeout) => {}
+            }
+        }
+    }
+
+    fn on_ukey_event(&self, event: UkeyEvent) {
+        match event {
+            UkeyEvent::Recovered => self.hooks.recovered(),
+            UkeyEvent::ConnectionFailure { error } => self.hooks.failure(
+                "connection_failure",
+                &error,
+                "",
+                std::slice::from_ref(&error),
+                None,
+            ),
+            UkeyEvent::HealthCheckFailure { error } => self.hooks.failure(
+                "health_check_failure",
+                &error,
+                crate::ukey::PROBE_METHOD,
+                std::slice::from_ref(&error),
+                None,
+            ),
+        }
+    }
+
+    /// Delivers everything pending, oldest first; stops at the first record that must be retried.
+    fn deliver_pending(&self, stop: &Receiver<()>) -> Result<(), String> {
+        loop {
+            let batch = self
+                .journal
+                .pending(64)
+                .map_err(|e| format!("cannot read the journal: {e}"))?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for (record, len) in batch {
+                if !stop.is_empty() {
+                    return Ok(()); // shutting down: the rest stays in the journal
+                }
+                match self.attempt(&record) {
+                    Outcome::Delivered => {}
+                    Outcome::Rejected(status) => log::warn!(
+                        "webhooks: receiver rejected event {} with {status}; not retried",
+                        record.seq
+                    ),
+                    Outcome::Retry(why) => return Err(why),
+                }
+                self.journal
+                    .mark_delivered(record.seq, len)
+                    .map_err(|e| format!("cannot update the journal marker: {e}"))?;
+            }
+        }
+    }
+
+    fn attempt(&self, record: &Record) -> Outcome {
+        let url = match record.kind {
+            Kind::Audit => &self.settings.audit_url,
+            Kind::Failure => &self.settings.failure_url,
+        };
+        if url.is_empty() {
+            return Outcome::Delivered; // that receiver was removed from the config since
+        }
+        let timestamp = now_ms().to_string();
+        let mut request = self
+            .agent
+            .post(url.as_str())
+            .header("Content-Type", "application/json");
+        if !self.settings.secret.is_empty() {
+            let signature = md5_signature(
+                "POST",
+                url_path(url),
+                &timestamp,
+                record.body.as_bytes(),
+                &self.settings.secret,
+            );
+            request = request
+                .header("X-Timestamp", &timestamp)
+                .header("X-Signature", &signature);
+        }
+        if let Some(rid) = &record.request_id {
+            request = request.header("X-Request-ID", rid);
+        }
+        match request.send(record.body.as_bytes()) {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match status {
+                    200..=299 => Outcome::Delivered,
+                    400..=499 if status != 408 && status != 429 => Outcome::Rejected(status),
+                    _ => Outcome::Retry(format!("{url} answered {status}")),
+                }
+            }
+            Err(e) => Outcome::Retry(format!("{url}: {e}")),
+        }
+    }
+}
+
+/// The path of a URL, without query or fragment ("/" when there is none): what webhooks sign.
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let path = match rest.find('/') {
+        Some(i) => &rest[i..],
+        None => "/",
+    };
+    path.split(['?', '#']).next().unwrap_or("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_path;
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(
+            url_path("https://x.example/webhook/audit?k=1"),
+            "/webhook/audit"
+        );
+        assert_eq!(url_path("http://127.0.0.1:9000"), "/");
+        assert_eq!(url_path("http://h:1/a#b"), "/a");
+    }
+}

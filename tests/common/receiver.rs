@@ -1,0 +1,188 @@
+//! A real webhook receiver on 127.0.0.1: records every event, verifies its MD5 signature the way
+//! the README tells receivers to, and can be made slow, failing (5xx/4xx) or down (not listening).
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Value,
+    pub request_id: Option<String>,
+    /// The signature verified (or no secret was expected and none was sent).
+    pub signature_ok: bool,
+}
+
+struct State {
+    events: Mutex<Vec<Received>>,
+    /// Status answered (200 by default).
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    secret: String,
+}
+
+pub struct Receiver {
+    state: Arc<State>,
+    server: Option<Arc<tiny_http::Server>>,
+    pub addr: SocketAddr,
+}
+
+impl Receiver {
+    pub fn start(secret: &str) -> Receiver {
+        let state = Arc::new(State {
+            events: Mutex::new(Vec::new()),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            secret: secret.to_string(),
+        });
+        let mut r = Receiver {
+            state,
+            server: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        r.serve(tiny_http::Server::http("127.0.0.1:0").expect("receiver listens"));
+        r
+    }
+
+    fn serve(&mut self, server: tiny_http::Server) {
+        let server = Arc::new(server);
+        self.addr = server.server_addr().to_ip().unwrap();
+        for _ in 0..4 {
+            let server = server.clone();
+            let state = self.state.clone();
+            std::thread::spawn(move || {
+                while let Ok(mut rq) = server.recv() {
+                    let mut body = String::new();
+                    let _ = rq.as_reader().read_to_string(&mut body);
+                    let header = |n: &'static str| {
+                        rq.headers()
+                            .iter()
+                            .find(|h| h.field.equiv(n))
+                            .map(|h| h.value.as_str().to_string())
+                    };
+                    let path = rq.url().split('?').next().unwrap_or("").to_string();
+                    let signature_ok = verify(
+                        &state.secret,
+                        &path,
+                        header("X-Timestamp"),
+                        header("X-Signature"),
+                        &body,
+                    );
+                    let delay = state.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        std::thread::sleep(Duration::from_millis(delay));
+                    }
+                    let status = state.status.load(Ordering::SeqCst);
+                    if status == 200 {
+                        state.events.lock().unwrap().push(Received {
+                            path,
+                            body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                            request_id: header("X-Request-ID"),
+                            signature_ok,
+                        });
+                    }
+                    let _ =
+                        rq.respond(tiny_http::Response::from_string("{}").with_status_code(status));
+                }
+            });
+        }
+        self.server = Some(server);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Stops listening (connections are refused) until `up`.
+    pub fn down(&mut self) {
+        if let Some(s) = self.server.take() {
+            for _ in 0..4 {
+                s.unblock();
+            }
+        }
+        // the accept thread frees the port once the last reference is dropped
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(self.addr).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receiver did not go down"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn up(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let server = loop {
+            match tiny_http::Server::http(self.addr) {
+                Ok(s) => break s,
+                Err(_) => {
+                    assert!(std::time::Instant::now() < deadline, "port not free again");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.serve(server);
+    }
+
+    pub fn events(&self) -> Vec<Received> {
+        self.state.events.lock().unwrap().clone()
+    }
+
+    /// Events whose body has `"event": kind`.
+    pub fn of_kind(&self, kind: &str) -> Vec<Received> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.body["event"] == kind)
+            .collect()
+    }
+}
+
+
+fn verify(
+    secret: &str,
+    path: &str,
+    timestamp: Option<String>,
+    signature: Option<String>,
+    body: &str,
+) -> bool {
+    if secret.is_empty() {
+        return signature.is_none();
+    }
+    let (Some(ts), Some(sig)) = (timestamp, signature) else {
+        return false;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i128;
+    let Ok(t) = ts.parse::<i128>() else {
+        return false;
+    };
+    if (now - t).abs() > 3000 {
+        return false;
+    }
+    sig == md5_hex(&format!("POST{path}{ts}{body}{secret}"))
+}
+
+pub fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
