@@ -152,7 +152,6 @@ impl Receiver {
     }
 }
 
-
 fn verify(
     secret: &str,
     path: &str,
