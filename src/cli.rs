@@ -18,6 +18,10 @@ pub enum Command {
         /// Fault knobs, in the form `sim-ctl_Faults` takes.
         faults: serde_json::Value,
     },
+    /// Validate a config and print the effective settings, secrets masked.
+    CheckConfig {
+        config: Option<PathBuf>,
+    },
     Version,
     Help,
 }
@@ -28,6 +32,7 @@ chinaport-proxy: use a China E-Port customs UKey over HTTP
 USAGE:
     chinaport-proxy [-config PATH] [--simulate]
     chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [FAULTS]
+    chinaport-proxy check-config [-config PATH]
     chinaport-proxy --version | --help
 
 OPTIONS:
@@ -54,6 +59,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
     let mut config = None;
     let mut simulate = false;
     let mut subcommand_simulate = false;
+    let mut subcommand_check = false;
     let mut listen = None;
     let mut faults = serde_json::json!({});
     let mut first = true;
@@ -92,9 +98,16 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
                 faults["errors"][method] = serde_json::json!([message]);
             }
             "simulate" if first => subcommand_simulate = true,
+            "check-config" if first => subcommand_check = true,
             other => return Err(format!("unknown argument {other:?}; see --help")),
         }
         first = false;
+    }
+    if subcommand_check {
+        if simulate || listen.is_some() {
+            return Err("check-config takes only -config".into());
+        }
+        return Ok(Command::CheckConfig { config });
     }
     if subcommand_simulate {
         return Ok(Command::Simulate {
@@ -190,6 +203,13 @@ mod tests {
                                "drop_after": 3, "refuse": true})
         );
         assert!(p(&["--latency-ms", "5"]).is_err());
+        assert_eq!(
+            p(&["check-config", "-config", "c.json"]).unwrap(),
+            Command::CheckConfig {
+                config: Some("c.json".into())
+            }
+        );
+        assert!(p(&["check-config", "--simulate"]).is_err());
         assert!(p(&["simulate", "--latency-ms", "soon"]).is_err());
         assert!(p(&["simulate", "--error", "nomessage"]).is_err());
         assert!(p(&["--bogus"]).is_err());

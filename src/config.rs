@@ -1,14 +1,14 @@
 //! Configuration: the `config.json` schema with its defaults, where the file is looked for, and
 //! the startup errors that name the offending field.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole configuration. Every field is optional and falls back to the shipped default;
 /// an unknown field is an error, so a typo never silently keeps a default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -18,13 +18,16 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind; "0.0.0.0" serves the whole network, "127.0.0.1" this PC only.
     pub host: String,
     /// A string in the original proxy ("8780"); a number is accepted too. "0" picks a free port.
-    #[serde(deserialize_with = "port_from_string_or_number")]
+    #[serde(
+        deserialize_with = "port_from_string_or_number",
+        serialize_with = "port_as_string"
+    )]
     pub port: u16,
     /// HTTP worker threads handling requests.
     pub workers: usize,
@@ -36,7 +39,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UkeyConfig {
     /// The E-Port client software's WebSocket endpoint (ws:// only: it is local).
@@ -55,7 +58,7 @@ pub struct UkeyConfig {
     pub connect_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of the MD5 request signature; empty disables authentication.
@@ -73,7 +76,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     pub failure_url: String,
@@ -98,11 +101,29 @@ impl Default for WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// DEBUG level with full request and response frames (password masked).
     pub verbose: bool,
+    /// Log file; empty: standard error. A relative path is taken next to the executable (Task
+    /// Scheduler gives no console, and starts programs in System32).
+    pub file: String,
+    /// The file is rotated when it reaches this size.
+    pub max_size_mb: u64,
+    /// Rotated files kept (`<file>.1` is the newest).
+    pub keep: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            verbose: false,
+            file: String::new(),
+            max_size_mb: 10,
+            keep: 5,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -142,6 +163,10 @@ impl UkeyConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+}
+
+fn port_as_string<S: serde::Serializer>(port: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&port.to_string())
 }
 
 fn port_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -286,6 +311,32 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// The effective settings as JSON, secrets masked: what `check-config` prints.
+    pub fn masked_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        for (section, key) in [("ukey", "password"), ("auth", "app_secret")] {
+            if let Some(field) = v.get_mut(section).and_then(|s| s.get_mut(key))
+                && field.as_str().is_some_and(|s| !s.is_empty())
+            {
+                *field = serde_json::Value::String(crate::mask::MASK.into());
+            }
+        }
+        v
+    }
+
+    /// Where the log file goes: `log.file` next to the executable when relative.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        if self.log.file.is_empty() {
+            return None;
+        }
+        let p = Path::new(&self.log.file);
+        Some(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            exe_dir().unwrap_or_default().join(p)
+        })
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -341,6 +392,9 @@ impl Config {
                     "must be an http:// or https:// URL, or empty",
                 ));
             }
+        }
+        if self.log.max_size_mb == 0 {
+            return Err(invalid("log.max_size_mb", "must be greater than 0"));
         }
         if self.ukey.connect_timeout_ms == 0 {
             return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));
@@ -449,6 +503,21 @@ mod tests {
     fn malformed_json_says_where() {
         let e = parse_str("{\"server\": {").unwrap_err().to_string();
         assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn masked_json_hides_secrets_and_round_trips() {
+        let c = parse_str(r#"{"ukey":{"password":"pw-123456"},"auth":{"app_secret":"s3cr3t"}}"#)
+            .unwrap();
+        let v = c.masked_json();
+        assert_eq!(v["ukey"]["password"], crate::mask::MASK);
+        assert_eq!(v["auth"]["app_secret"], crate::mask::MASK);
+        assert_eq!(v["server"]["port"], "8780");
+        assert!(!v.to_string().contains("pw-123456"));
+        // the effective settings parse back as a config
+        let mut plain = serde_json::to_value(&c).unwrap();
+        plain["ukey"]["password"] = "x".into();
+        assert!(parse(plain.to_string().as_bytes(), Path::new("c.json")).is_ok());
     }
 
     #[test]

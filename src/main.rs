@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Ok(Command::Run { config, simulate }) => run(config, simulate),
+        Ok(Command::CheckConfig { config }) => check_config(config),
         Ok(Command::Simulate {
             config,
             listen,
@@ -50,18 +51,45 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<PathBuf>) -> Result<(Config, PathBuf), String> {
-    let (config, path) = config::locate_and_load(path.as_deref()).map_err(|e| e.to_string())?;
+    let (config, path) = config::locate_and_load(path.as_deref()).map_err(|e| {
+        let message = e.to_string();
+        logging::early_error(&message);
+        message
+    })?;
     mask::install_global(Masker::new([
         config.ukey.password.clone(),
         config.auth.app_secret.clone(),
     ]));
-    logging::init(config.log.verbose);
+    let log_file = config.log_path();
+    let rotation = log_file
+        .as_deref()
+        .map(|p| (p, config.log.max_size_mb * 1024 * 1024, config.log.keep));
+    logging::init(config.log.verbose, rotation).map_err(|e| {
+        let message = format!(
+            "cannot open the log file {}: {e}",
+            log_file.as_deref().unwrap_or(Path::new("")).display()
+        );
+        logging::early_error(&message);
+        message
+    })?;
     log::info!(
         "chinaport-proxy {} using {}",
         env!("CARGO_PKG_VERSION"),
         path.display()
     );
     Ok((config, path))
+}
+
+/// `check-config`: validates, then prints the effective settings with secrets masked.
+fn check_config(path: Option<PathBuf>) -> Result<(), String> {
+    let (config, path) = config::locate_and_load(path.as_deref()).map_err(|e| e.to_string())?;
+    println!("# {} is valid; effective settings:", path.display());
+    let text = serde_json::to_string_pretty(&config.masked_json()).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(log) = config.log_path() {
+        println!("# log file: {}", log.display());
+    }
+    Ok(())
 }
 
 /// Stands in for the simulator in a build without it; never constructed.

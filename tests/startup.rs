@@ -114,3 +114,54 @@ fn a_second_copy_on_the_same_port_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_prints_effective_settings_with_secrets_masked() {
+    let dir = TempDir::new("check");
+    let path = config_file(
+        &dir,
+        r#"{"ukey":{"password":"card-pw-4711"},"auth":{"app_secret":"erp-secret-0815"},"log":{"file":"x.log"}}"#,
+    );
+    let (code, out, err) = run(&["check-config", "-config", &path]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("is valid"), "{out}");
+    assert!(
+        !out.contains("card-pw-4711") && !out.contains("erp-secret-0815"),
+        "{out}"
+    );
+    assert!(out.contains("***MASKED***"));
+    assert!(
+        out.contains("\"timeout_ms\": 10000"),
+        "defaults are shown: {out}"
+    );
+    assert!(out.contains("x.log"));
+    let bad = config_file(&dir, r#"{"ukey":{"url":"ws://:1"}}"#);
+    let (code, _, err) = run(&["check-config", "-config", &bad]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("ukey.url"), "{err}");
+}
+
+#[test]
+fn log_file_is_written_and_startup_errors_reach_it() {
+    let sim = simulator();
+    let first = Proxy::start(&sim.url(), serde_json::json!({}));
+    let dir = TempDir::new("logfile");
+    let log = dir.path().join("logs").join("proxy.log");
+    let mut config = Proxy::base_config(&sim.url());
+    config["server"]["port"] = serde_json::json!(first.addr.port());
+    config["log"] = serde_json::json!({"file": log.to_string_lossy(), "verbose": false});
+    let path = config_file(&dir, &config.to_string());
+    let (code, _, _) = run(&["-config", &path]);
+    assert_eq!(code, Some(1));
+    let text = std::fs::read_to_string(&log).expect("log file written");
+    assert!(
+        text.contains(&format!("already running on port {}", first.addr.port())),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("panicked"));
+}

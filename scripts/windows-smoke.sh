@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A real Windows run: builds chinaport-proxy.exe, runs it under wine (installed from Debian's
+# packages when missing) against a stand-in UKey on 127.0.0.1 (the native build's simulator), and
+# checks /health, a signed /rpc call, the log file written next to the exe, and a clean exit 0
+# when told to stop (Ctrl+C, which wine delivers to the console program as a CTRL_C_EVENT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+say() { printf '== windows-smoke: %s\n' "$*"; }
+fail() { printf 'windows-smoke FAILED: %s\n' "$*" >&2; exit 1; }
+
+./build.sh host windows
+
+if ! command -v wine >/dev/null; then
+  say "installing wine"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64 >/dev/null
+fi
+
+work=$(mktemp -d)
+app="$work/app"                       # the folder the exe is copied into, as on the customs PC
+mkdir -p "$app"
+sim_pid=""
+cleanup() {
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+  WINEPREFIX="$work/prefix" wineserver -k 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cp target/x86_64-pc-windows-gnu/release/chinaport-proxy.exe "$app/"
+# test-only: Debian's wine 8 lacks bcryptprimitives.dll (see scripts/windows/prng-shim.c)
+x86_64-w64-mingw32-gcc -shared -O2 -o "$app/bcryptprimitives.dll" scripts/windows/prng-shim.c -ladvapi32
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+ukey_port=$(free_port)
+secret="smoke-secret-$RANDOM"
+cat > "$app/config.json" <<JSON
+{
+  "server": {"host": "127.0.0.1", "port": "$port"},
+  "ukey": {"url": "ws://127.0.0.1:$ukey_port", "password": "88888888"},
+  "auth": {"app_secret": "$secret"},
+  "log": {"file": "proxy.log"}
+}
+JSON
+
+say "stand-in UKey on 127.0.0.1:$ukey_port"
+target/release/chinaport-proxy simulate --listen "127.0.0.1:$ukey_port" -config "$app/config.json" \
+  > "$work/simulator.log" 2>&1 &
+sim_pid=$!
+
+say "starting the exe under wine (no -config: it must find config.json next to itself)"
+export WINEPREFIX="$work/prefix" WINEDEBUG=-all
+(cd / && exec wine "$app/chinaport-proxy.exe") > "$work/wine.out" 2>&1 &
+wine_pid=$!
+
+deadline=$(( $(date +%s) + 120 ))      # the first start creates the wine prefix
+until curl -s -m 2 "http://127.0.0.1:$port/health" | grep -q '"status":"ok"'; do
+  if ! kill -0 "$wine_pid" 2>/dev/null; then
+    cat "$work/wine.out" "$app/proxy.log" 2>/dev/null || true
+    fail "the exe exited before it was healthy"
+  fi
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no healthy /health within 120 s"
+  sleep 0.5
+done
+say "/health is 200"
+
+body='{"_method":"cus-sec_SpcSignDataAsPEM","args":{"inData":"windows smoke 报关"}}'
+ts=$(date +%s%3N)
+sig=$(printf '%s' "POST/rpc${ts}${body}${secret}" | md5sum | cut -d' ' -f1)
+answer=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' \
+  -H "X-Timestamp: $ts" -H "X-Signature: $sig" --data-binary "$body" "http://127.0.0.1:$port/rpc")
+code=$(printf '%s' "$answer" | tail -n 1)
+[ "$code" = 200 ] || fail "signed /rpc answered $code: $answer"
+printf '%s' "$answer" | grep -q '"Result":true' || fail "signed /rpc did not sign: $answer"
+unsigned=$(curl -s -o /dev/null -w '%{http_code}' --data-binary "$body" "http://127.0.0.1:$port/rpc")
+[ "$unsigned" = 401 ] || fail "an unsigned /rpc answered $unsigned, not 401"
+say "signed /rpc is 200, unsigned is 401"
+
+[ -s "$app/proxy.log" ] || fail "no log file next to the exe"
+grep -q "listening on http://127.0.0.1:$port" "$app/proxy.log" || fail "log lacks the listening line"
+grep -q "POST /rpc cus-sec_SpcSignDataAsPEM -> 200" "$app/proxy.log" || fail "log lacks the request"
+if grep -q "88888888\|$secret" "$app/proxy.log"; then fail "a secret reached the log"; fi
+say "log file written next to the exe, secrets masked"
+
+exe_pid=$(pgrep -f "$app/chinaport-proxy.exe" | grep -vx "$wine_pid" | head -n 1 || true)
+[ -n "$exe_pid" ] || exe_pid=$wine_pid
+say "stopping (Ctrl+C)"
+kill -INT "$exe_pid"
+status=0
+deadline=$(( $(date +%s) + 20 ))
+while kill -0 "$wine_pid" 2>/dev/null; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the exe did not exit within 20 s of Ctrl+C"
+  sleep 0.2
+done
+wait "$wine_pid" || status=$?
+[ "$status" = 0 ] || fail "the exe exited with $status"
+grep -q "stop requested" "$app/proxy.log" || fail "log lacks the stop"
+grep -q "INFO  stopped" "$app/proxy.log" || fail "log lacks the clean end"
+say "exited 0 after a graceful stop"
+
+say "passed in $(( $(date +%s) - started )) s"
