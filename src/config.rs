@@ -2,6 +2,7 @@
 //! the startup errors that name the offending field.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,10 +62,18 @@ pub struct UkeyConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Shared secret of the MD5 request signature; empty disables authentication.
+    /// Shared secret of the single-client set-up (the client `default`); empty and no `clients`
+    /// disables authentication.
     pub app_secret: String,
-    /// How far `X-Timestamp` may be from server time, either way.
+    /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
+    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", or a list of them.
+    #[serde(deserialize_with = "string_or_list")]
+    pub scheme: Vec<String>,
+    /// Clients by id, each with its own key material.
+    pub clients: BTreeMap<String, ClientConfig>,
+    pub hmac: HmacConfig,
+    pub checksum: ChecksumConfig,
 }
 
 impl Default for AuthConfig {
@@ -72,7 +81,120 @@ impl Default for AuthConfig {
         AuthConfig {
             app_secret: String::new(),
             max_skew_ms: 3000,
+            scheme: vec!["md5".into()],
+            clients: BTreeMap::new(),
+            hmac: HmacConfig::default(),
+            checksum: ChecksumConfig::default(),
         }
+    }
+}
+
+/// One client's key material: a shared secret (as text or base64), or an Ed25519 public key (PEM,
+/// or base64 of the 32 bytes or of the SPKI DER).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub secret: String,
+    pub secret_base64: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HmacConfig {
+    /// Require `X-Timestamp` and `Content-Digest` with x-mg signatures (which sign neither).
+    pub require_body_digest: bool,
+    /// Sign responses: `x-mg-nonce`, `x-mg-alg`, `x-mg-sign` over the response's nonce.
+    pub sign_response: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChecksumConfig {
+    /// "pairs" (name=value&...&key=SECRET) or "values" (the secret, then the values).
+    pub variant: String,
+    /// The body field holding the signature; removed before the body goes on.
+    pub field: String,
+    /// "md5" or "hmac-sha256" (pairs only).
+    pub algorithm: String,
+    /// Further top-level fields left out of the signature.
+    pub exclude: Vec<String>,
+    pub timestamp_field: String,
+    pub nonce_field: String,
+}
+
+impl Default for ChecksumConfig {
+    fn default() -> Self {
+        ChecksumConfig {
+            variant: "pairs".into(),
+            field: "sign".into(),
+            algorithm: "md5".into(),
+            exclude: Vec::new(),
+            timestamp_field: "timestamp".into(),
+            nonce_field: "nonce".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn schemes(&self) -> &[String] {
+        &self.scheme
+    }
+
+    /// Every client with its decoded key material; `app_secret` is the client `default`.
+    pub fn clients(&self) -> Result<crate::auth::Clients, String> {
+        use crate::auth::ClientKey;
+        use base64::Engine;
+        let mut out = Vec::new();
+        if !self.app_secret.is_empty() {
+            out.push((
+                crate::auth::DEFAULT_CLIENT.to_string(),
+                ClientKey::Secret(self.app_secret.as_bytes().to_vec()),
+            ));
+        }
+        for (id, c) in &self.clients {
+            let given = [
+                !c.secret.is_empty(),
+                !c.secret_base64.is_empty(),
+                !c.public_key.is_empty(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                return Err(format!(
+                    "client {id:?}: give exactly one of secret, secret_base64, public_key"
+                ));
+            }
+            let key = if !c.secret.is_empty() {
+                ClientKey::Secret(c.secret.as_bytes().to_vec())
+            } else if !c.secret_base64.is_empty() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(c.secret_base64.trim())
+                    .map_err(|_| format!("client {id:?}: secret_base64 is not base64"))?;
+                ClientKey::Secret(bytes)
+            } else {
+                ClientKey::Ed25519(
+                    crate::auth::parse_ed25519_public(&c.public_key)
+                        .map_err(|e| format!("client {id:?}: public_key: {e}"))?,
+                )
+            };
+            out.push((id.clone(), key));
+        }
+        Ok(out)
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a scheme name or a list of them",
+        )),
     }
 }
 
@@ -87,6 +209,11 @@ pub struct WebhookConfig {
     pub journal_path: String,
     /// Undelivered events kept at most, in bytes; past that new events are dropped (logged).
     pub journal_max_bytes: u64,
+    /// How webhooks are signed: "md5", "hmac", "httpsig" or "checksum"; empty: the first of
+    /// `auth.scheme`. The key is `auth.app_secret`.
+    pub sign_scheme: String,
+    /// The key id webhooks name (x-mg-secretid, keyid) for the hmac and httpsig schemes.
+    pub key_id: String,
 }
 
 impl Default for WebhookConfig {
@@ -97,6 +224,8 @@ impl Default for WebhookConfig {
             tls_roots: "system".into(),
             journal_path: String::new(),
             journal_max_bytes: 64 * 1024 * 1024,
+            sign_scheme: String::new(),
+            key_id: "chinaport-proxy".into(),
         }
     }
 }
@@ -314,6 +443,21 @@ impl Config {
     /// The effective settings as JSON, secrets masked: what `check-config` prints.
     pub fn masked_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(clients) = v
+            .get_mut("auth")
+            .and_then(|a| a.get_mut("clients"))
+            .and_then(|c| c.as_object_mut())
+        {
+            for client in clients.values_mut() {
+                for key in ["secret", "secret_base64"] {
+                    if let Some(field) = client.get_mut(key)
+                        && field.as_str().is_some_and(|s| !s.is_empty())
+                    {
+                        *field = serde_json::Value::String(crate::mask::MASK.into());
+                    }
+                }
+            }
+        }
         for (section, key) in [("ukey", "password"), ("auth", "app_secret")] {
             if let Some(field) = v.get_mut(section).and_then(|s| s.get_mut(key))
                 && field.as_str().is_some_and(|s| !s.is_empty())
@@ -392,6 +536,40 @@ impl Config {
                     "must be an http:// or https:// URL, or empty",
                 ));
             }
+        }
+        for scheme in &self.auth.scheme {
+            if crate::auth::Scheme::parse(scheme).is_none() {
+                return Err(invalid(
+                    "auth.scheme",
+                    &format!("{scheme:?} is not one of md5, hmac, httpsig, checksum"),
+                ));
+            }
+        }
+        if self.auth.scheme.is_empty() {
+            return Err(invalid("auth.scheme", "name at least one scheme"));
+        }
+        self.auth
+            .clients()
+            .map_err(|e| invalid("auth.clients", &e))?;
+        if !self.webhook.sign_scheme.is_empty()
+            && crate::auth::Scheme::parse(&self.webhook.sign_scheme).is_none()
+        {
+            return Err(invalid(
+                "webhook.sign_scheme",
+                "must be md5, hmac, httpsig, checksum, or empty",
+            ));
+        }
+        if !matches!(self.auth.checksum.variant.as_str(), "pairs" | "values") {
+            return Err(invalid(
+                "auth.checksum.variant",
+                "must be \"pairs\" or \"values\"",
+            ));
+        }
+        if !matches!(self.auth.checksum.algorithm.as_str(), "md5" | "hmac-sha256") {
+            return Err(invalid(
+                "auth.checksum.algorithm",
+                "must be \"md5\" or \"hmac-sha256\"",
+            ));
         }
         if self.log.max_size_mb == 0 {
             return Err(invalid("log.max_size_mb", "must be greater than 0"));
@@ -518,6 +696,31 @@ mod tests {
         let mut plain = serde_json::to_value(&c).unwrap();
         plain["ukey"]["password"] = "x".into();
         assert!(parse(plain.to_string().as_bytes(), Path::new("c.json")).is_ok());
+    }
+
+    #[test]
+    fn schemes_and_clients() {
+        let c = parse_str(r#"{"auth":{"scheme":"hmac"}}"#).unwrap();
+        assert_eq!(c.auth.scheme, ["hmac"]);
+        let c = parse_str(
+            r#"{"auth":{"scheme":["md5","httpsig"],"clients":{
+            "erp":{"secret":"s"},
+            "gw":{"public_key":"MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs="}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.auth.clients().unwrap().len(), 2);
+        let e = parse_str(r#"{"auth":{"scheme":"rsa"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.scheme"), "{e}");
+        let e = parse_str(r#"{"auth":{"clients":{"erp-7":{"public_key":"nope"}}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("erp-7") && e.contains("public_key"), "{e}");
+        let e = parse_str(r#"{"auth":{"clients":{"x":{"secret":"a","public_key":"b"}}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Entry point: parses the command line and wires config, logging, the UKey thread, the
 //! simulator and the HTTP server together. No logic of its own.
 
+use chinaport_proxy::auth::Scheme;
+use chinaport_proxy::auth::outgoing::{OutKey, Signer};
 use chinaport_proxy::cli::{self, Command};
 use chinaport_proxy::config::{self, Config};
 use chinaport_proxy::logging;
@@ -162,7 +164,7 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
         ukey.clone(),
         mask::global().clone(),
         webhooks,
-    ));
+    )?);
     let http =
         HttpServer::start(listener, app.clone()).map_err(|e| format!("cannot start HTTP: {e}"))?;
     log::info!("listening on http://{}", http.addr);
@@ -207,11 +209,34 @@ fn webhook_settings(config: &Config, config_path: &Path) -> WebhookSettings {
     WebhookSettings {
         audit_url: config.webhook.audit_url.clone(),
         failure_url: config.webhook.failure_url.clone(),
-        secret: config.auth.app_secret.clone(),
+        signer: webhook_signer(config).map(Arc::new),
         journal_path: journal,
         journal_max_bytes: config.webhook.journal_max_bytes,
         system_roots: config.webhook.tls_roots == "system",
     }
+}
+
+/// Webhooks are signed with `webhook.sign_scheme` (default: the first accepted scheme) and
+/// `auth.app_secret`; without a secret they go unsigned.
+fn webhook_signer(config: &Config) -> Option<Signer> {
+    if config.auth.app_secret.is_empty() {
+        return None;
+    }
+    let name = match config.webhook.sign_scheme.as_str() {
+        "" => config
+            .auth
+            .scheme
+            .first()
+            .map(String::as_str)
+            .unwrap_or("md5"),
+        s => s,
+    };
+    Some(Signer {
+        scheme: Scheme::parse(name).unwrap_or(Scheme::Md5),
+        key: OutKey::Secret(config.auth.app_secret.clone()),
+        key_id: config.webhook.key_id.clone(),
+        checksum: config.auth.checksum.clone(),
+    })
 }
 
 /// Waits for a thread to end, at most `limit`.

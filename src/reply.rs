@@ -20,7 +20,7 @@ pub enum Body {
 pub struct Reply {
     pub status: u16,
     pub body: Body,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -40,8 +40,8 @@ impl Reply {
         }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Reply {
+        self.headers.push((name.into(), value.into()));
         self
     }
 
@@ -84,13 +84,11 @@ impl Reply {
             } => (bytes, content_type),
         };
         let mut response = Response::from_data(bytes).with_status_code(self.status);
-        for (name, value) in [
-            ("Content-Type", content_type.to_string()),
-            ("X-Request-ID", request_id.to_string()),
-        ]
-        .into_iter()
-        .chain(self.headers)
-        {
+        let fixed = [
+            ("Content-Type".to_string(), content_type.to_string()),
+            ("X-Request-ID".to_string(), request_id.to_string()),
+        ];
+        for (name, value) in fixed.into_iter().chain(self.headers) {
             if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
                 response.add_header(h);
             }

@@ -1,7 +1,7 @@
 //! The HTTP front: the hardened listening socket, the worker threads, request IDs, routing,
 //! body limits and panic isolation. Handlers return a `Reply`; only this module talks to tiny_http.
 
-use crate::auth::Md5Auth;
+use crate::auth::{Authenticator, RequestParts};
 use crate::config::{Config, ServerConfig};
 use crate::mask::Masker;
 use crate::reply::{Body, Reply};
@@ -49,8 +49,8 @@ pub struct App {
     pub ukey: Ukey,
     pub masker: Masker,
     pub started: Instant,
-    /// `None` when `auth.app_secret` is empty.
-    pub auth: Option<Md5Auth>,
+    /// `None` when no secret and no client is configured.
+    pub auth: Option<Authenticator>,
     pub webhooks: Webhooks,
     /// Requests being handled now (drained on shutdown).
     pub in_flight: AtomicUsize,
@@ -59,10 +59,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, ukey: Ukey, masker: Masker, webhooks: Webhooks) -> App {
-        let auth = (!config.auth.app_secret.is_empty())
-            .then(|| Md5Auth::new(&config.auth.app_secret, config.auth.max_skew_ms));
-        App {
+    pub fn new(
+        config: Config,
+        ukey: Ukey,
+        masker: Masker,
+        webhooks: Webhooks,
+    ) -> Result<App, String> {
+        let auth = Authenticator::from_config(&config.auth)?;
+        Ok(App {
             config,
             ukey,
             masker,
@@ -71,7 +75,7 @@ impl App {
             webhooks,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-        }
+        })
     }
 }
 
@@ -173,6 +177,12 @@ pub struct Exchange {
     pub ukey_method: Option<String>,
     /// Set once the request passed authentication and reached routing: it is then audited.
     pub audit_request: Option<Value>,
+    /// Who signed it, with which scheme, and the caller's trace id (x-mg-traceid).
+    pub client: Option<String>,
+    pub scheme: &'static str,
+    pub trace_id: Option<String>,
+    /// Headers the authentication scheme adds to the response.
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// Counts a request in `App::in_flight` for as long as it lives.
@@ -199,17 +209,31 @@ fn handle(app: &App, mut request: Request) {
         started: Instant::now(),
         ukey_method: None,
         audit_request: None,
+        client: None,
+        scheme: "",
+        trace_id: None,
+        response_headers: Vec::new(),
     };
     let method = request.method().to_string();
     let path = path_of(request.url()).to_string();
-    let reply = guarded(&ex.request_id.clone(), || serve(app, &mut request, &mut ex));
+    let mut reply = guarded(&ex.request_id.clone(), || serve(app, &mut request, &mut ex));
+    reply.headers.append(&mut ex.response_headers);
+    if ex.scheme == "hmac" {
+        reply
+            .headers
+            .push(("x-mg-code".into(), reply.status.to_string()));
+    }
     let request_id = &ex.request_id;
     log::info!(
-        "[{request_id}] {method} {path}{}{} -> {} in {} ms",
+        "[{request_id}] {method} {path}{}{} -> {} in {} ms{}",
         if ex.ukey_method.is_some() { " " } else { "" },
         ex.ukey_method.as_deref().unwrap_or(""),
         reply.status,
-        ex.started.elapsed().as_millis()
+        ex.started.elapsed().as_millis(),
+        ex.trace_id
+            .as_deref()
+            .map(|t| format!(" trace={t}"))
+            .unwrap_or_default()
     );
     // journaled before the response goes out: a process killed after answering loses nothing
     audit(app, &ex, &reply);
@@ -229,29 +253,51 @@ fn serve(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
     if path == "/health" && matches!(method, Method::Get | Method::Head) {
         return health(app);
     }
-    let body = match read_body(request, app.config.server.max_body_bytes) {
+    let mut body = match read_body(request, app.config.server.max_body_bytes) {
         Ok(b) => b,
         Err(reply) => return reply,
     };
     if let Some(auth) = &app.auth {
-        let header = |name: &'static str| {
-            request
-                .headers()
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .map(|h| {
+                (
+                    h.field.as_str().as_str().to_ascii_lowercase(),
+                    h.value.as_str().to_string(),
+                )
+            })
+            .collect();
+        let url = request.url().split('#').next().unwrap_or("");
+        let query = url.find('?').map(|i| &url[i..]).unwrap_or("");
+        let parts = RequestParts {
+            method: method.as_str(),
+            path: &path,
+            query,
+            authority: headers
                 .iter()
-                .find(|h| h.field.equiv(name))
-                .map(|h| h.value.as_str().to_string())
+                .find(|(n, _)| n == "host")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or(""),
+            headers: &headers,
+            body: &body,
         };
-        let verdict = auth.verify(
-            method.as_str(),
-            &path,
-            header("X-Timestamp").as_deref(),
-            header("X-Signature").as_deref(),
-            &body,
-            now_ms(),
-        );
-        if let Err(e) = verdict {
-            log::warn!("[{}] authentication failed: {e}", ex.request_id);
-            return Reply::error(401, format!("authentication failed: {e}"));
+        match auth.verify(&parts, now_ms()) {
+            Ok(ok) => {
+                ex.client = Some(ok.client);
+                ex.scheme = ok.scheme;
+                ex.trace_id = ok.trace_id;
+                ex.response_headers = ok.response_headers;
+                if let Some(changed) = ok.body {
+                    body = changed; // checksum: the signature field is removed before it goes on
+                }
+            }
+            Err(e) => {
+                log::warn!("[{}] authentication failed: {e}", ex.request_id);
+                let mut reply = Reply::error(401, format!("authentication failed: {e}"));
+                reply.headers = auth.failure_headers(&parts);
+                return reply;
+            }
         }
     }
     ex.audit_request = Some(request_summary(&body));
@@ -281,6 +327,8 @@ fn audit(app: &App, ex: &Exchange, reply: &Reply) {
     };
     app.webhooks.audit(Audit {
         request_id: &ex.request_id,
+        client: ex.client.as_deref(),
+        trace_id: ex.trace_id.as_deref(),
         method: ex.ukey_method.as_deref().unwrap_or(""),
         request: request.clone(),
         response,

@@ -4,7 +4,7 @@
 
 pub mod journal;
 
-use crate::auth::md5_signature;
+use crate::auth::outgoing::Signer;
 use crate::mask::Masker;
 use crate::ukey::{UkeyEvent, now_ms};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -21,12 +21,12 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Where and how webhooks are sent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookSettings {
     pub audit_url: String,
     pub failure_url: String,
-    /// Signs webhooks like incoming requests when non-empty.
-    pub secret: String,
+    /// Signs webhooks with the configured scheme; `None`: unsigned (no secret configured).
+    pub signer: Option<Arc<Signer>>,
     pub journal_path: PathBuf,
     pub journal_max_bytes: u64,
     /// `true`: the OS certificate store (works behind TLS inspection); `false`: bundled roots.
@@ -46,6 +46,10 @@ pub struct Webhooks {
 /// The audit record of one request.
 pub struct Audit<'a> {
     pub request_id: &'a str,
+    /// The authenticated client, when authentication is on.
+    pub client: Option<&'a str>,
+    /// The caller's trace id (x-mg-traceid), when it sent one.
+    pub trace_id: Option<&'a str>,
     pub method: &'a str,
     pub request: Value,
     pub response: Value,
@@ -129,6 +133,12 @@ impl Webhooks {
             "error": a.error,
             "duration_ms": a.duration_ms,
         });
+        if let Some(c) = a.client {
+            body["client"] = c.into();
+        }
+        if let Some(t) = a.trace_id {
+            body["trace_id"] = t.into();
+        }
         self.masker.mask_value(&mut body);
         self.record(Kind::Audit, Some(a.request_id), body);
     }
@@ -331,27 +341,30 @@ impl Delivery {
         if url.is_empty() {
             return Outcome::Delivered; // that receiver was removed from the config since
         }
-        let timestamp = now_ms().to_string();
+        let (headers, body) = match &self.settings.signer {
+            Some(signer) => match signer.sign("POST", url, record.body.as_bytes(), now_ms()) {
+                Ok(signed) => (signed.headers, signed.body),
+                Err(e) => {
+                    log::error!(
+                        "webhooks: cannot sign event {}: {e}; sent unsigned",
+                        record.seq
+                    );
+                    (Vec::new(), record.body.as_bytes().to_vec())
+                }
+            },
+            None => (Vec::new(), record.body.as_bytes().to_vec()),
+        };
         let mut request = self
             .agent
             .post(url.as_str())
             .header("Content-Type", "application/json");
-        if !self.settings.secret.is_empty() {
-            let signature = md5_signature(
-                "POST",
-                url_path(url),
-                &timestamp,
-                record.body.as_bytes(),
-                &self.settings.secret,
-            );
-            request = request
-                .header("X-Timestamp", &timestamp)
-                .header("X-Signature", &signature);
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(rid) = &record.request_id {
             request = request.header("X-Request-ID", rid);
         }
-        match request.send(record.body.as_bytes()) {
+        match request.send(&body[..]) {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match status {

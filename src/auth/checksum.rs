@@ -1,0 +1,285 @@
+//! Sorted-field checksums carried inside the JSON body, as payment and platform APIs sign:
+//! - `pairs` (WeChat Pay v2 style): top-level fields except the signature field, null and empty
+//!   values skipped, sorted by name (byte order), joined `name=value` with `&`, then
+//!   `&key=SECRET`; MD5 (or HMAC-SHA256 keyed with the secret), upper-case hex. Nested objects
+//!   and arrays are taken as their compact JSON.
+//! - `values` (the checksum-library form): the values alone, in field-name order, the secret
+//!   prepended as a salt; MD5, upper-case hex.
+//!
+//! `timestamp` and `nonce` fields take part in the signature, so the window and replay rules
+//! apply; the signature field is removed before the body goes on.
+
+use super::md5::{check_window, replay_error};
+use super::replay::ReplayCache;
+use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use crate::config::ChecksumConfig;
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+fn upper_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A field's value as it is signed: strings as they are, other scalars and nested values as
+/// compact JSON. `None` for null and the empty string (skipped in `pairs`).
+fn signed_value(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The fields that are signed, sorted by name.
+fn signed_fields<'a>(
+    obj: &'a Map<String, Value>,
+    sign_field: &str,
+    exclude: &[String],
+) -> Vec<(&'a str, &'a Value)> {
+    let mut fields: Vec<(&str, &Value)> = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != sign_field && !exclude.iter().any(|e| e == *k))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    fields
+}
+
+/// `a=1&b=2&key=SECRET` (the string that is hashed in the `pairs` variant).
+pub fn pairs_string(
+    obj: &Map<String, Value>,
+    sign_field: &str,
+    exclude: &[String],
+    secret: &str,
+) -> String {
+    let mut parts: Vec<String> = signed_fields(obj, sign_field, exclude)
+        .into_iter()
+        .filter_map(|(k, v)| signed_value(v).map(|v| format!("{k}={v}")))
+        .collect();
+    parts.push(format!("key={secret}"));
+    parts.join("&")
+}
+
+/// The `pairs` signature: MD5 or HMAC-SHA256, upper-case hex.
+pub fn sign_pairs(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
+    let s = pairs_string(obj, &cfg.field, &cfg.exclude, secret);
+    if cfg.algorithm == "hmac-sha256" {
+        upper_hex(&super::mg::mac::<hmac::Hmac<sha2::Sha256>>(
+            secret.as_bytes(),
+            s.as_bytes(),
+        ))
+    } else {
+        upper_hex(&Md5::digest(s.as_bytes()))
+    }
+}
+
+/// The `values` signature: MD5(secret ‖ values in name order), upper-case hex.
+pub fn sign_values(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
+    let mut data = secret.to_string();
+    for (_, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
+        data.push_str(&signed_value(v).unwrap_or_default());
+    }
+    upper_hex(&Md5::digest(data.as_bytes()))
+}
+
+pub fn sign(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
+    if cfg.variant == "values" {
+        sign_values(obj, cfg, secret)
+    } else {
+        sign_pairs(obj, cfg, secret)
+    }
+}
+
+pub struct ChecksumScheme {
+    max_skew_ms: u64,
+    config: ChecksumConfig,
+    nonces: ReplayCache,
+}
+
+impl ChecksumScheme {
+    pub fn new(max_skew_ms: u64, config: ChecksumConfig) -> ChecksumScheme {
+        ChecksumScheme {
+            max_skew_ms,
+            config,
+            nonces: ReplayCache::default(),
+        }
+    }
+
+    /// A JSON object body with the signature field.
+    pub fn applies(&self, req: &RequestParts<'_>) -> bool {
+        serde_json::from_slice::<Value>(req.body)
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.contains_key(&self.config.field)))
+            .unwrap_or(false)
+    }
+
+    pub fn verify(
+        &self,
+        req: &RequestParts<'_>,
+        clients: &Clients,
+        now_ms: u64,
+    ) -> Result<Authenticated, AuthError> {
+        let field = self.config.field.as_str();
+        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(req.body) else {
+            return Err(AuthError::NoCredentials(format!(
+                "a JSON object body with a {field:?} field"
+            )));
+        };
+        let given = match obj.get(field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_uppercase(),
+            Some(_) => {
+                return Err(AuthError::Malformed(
+                    "signature field",
+                    format!("{field:?} must be a hex string"),
+                ));
+            }
+            None => {
+                return Err(AuthError::NoCredentials(format!(
+                    "a {field:?} field in the body"
+                )));
+            }
+        };
+        let ts_field = self.config.timestamp_field.as_str();
+        let ts = match obj.get(ts_field) {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            None => {
+                return Err(AuthError::Malformed(
+                    "body",
+                    format!("missing {ts_field:?} field"),
+                ));
+            }
+            _ => None,
+        }
+        .ok_or(AuthError::MalformedTimestamp)?;
+        // seconds or milliseconds: a timestamp before 1973 in ms is a timestamp in seconds, which
+        // loses up to a second of precision
+        let in_seconds = ts < 100_000_000_000;
+        let (ts_ms, slack) = if in_seconds {
+            (ts * 1000, 1000)
+        } else {
+            (ts, 0)
+        };
+        let nonce = match obj.get(self.config.nonce_field.as_str()) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+            _ => {
+                return Err(AuthError::Malformed(
+                    "body",
+                    format!("missing or bad {:?} field", self.config.nonce_field),
+                ));
+            }
+        };
+        check_window(ts_ms, now_ms, self.max_skew_ms + slack)?;
+        let client = clients
+            .iter()
+            .filter_map(|(id, key)| match key {
+                ClientKey::Secret(s) => Some((id, String::from_utf8_lossy(s).into_owned())),
+                ClientKey::Ed25519(_) => None,
+            })
+            .find(|(_, secret)| {
+                constant_time_eq(
+                    sign(&obj, &self.config, secret).as_bytes(),
+                    given.as_bytes(),
+                )
+            })
+            .map(|(id, _)| id.clone())
+            .ok_or(AuthError::BadSignature)?;
+        let key = format!("{client}\n{nonce}");
+        self.nonces
+            .insert(key.as_bytes(), now_ms, 2 * self.max_skew_ms + 2000)
+            .map_err(replay_error)?;
+        obj.remove(field);
+        let mut ok = Authenticated::client(client);
+        ok.body = Some(Value::Object(obj).to_string().into_bytes());
+        Ok(ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn cfg(variant: &str, algorithm: &str) -> ChecksumConfig {
+        ChecksumConfig {
+            variant: variant.into(),
+            algorithm: algorithm.into(),
+            ..ChecksumConfig::default()
+        }
+    }
+
+    #[test]
+    fn wechat_pay_official_example() {
+        let params = obj(json!({"appid": "wxd930ea5d5a258f4f", "mch_id": "10000100",
+            "device_info": "1000", "body": "test", "nonce_str": "ibuaiVcKdpRxkhJA"}));
+        let key = "192006250b4c09247ec02edce69f6a2d";
+        assert_eq!(
+            pairs_string(&params, "sign", &[], key),
+            "appid=wxd930ea5d5a258f4f&body=test&device_info=1000&mch_id=10000100&nonce_str=ibuaiVcKdpRxkhJA&key=192006250b4c09247ec02edce69f6a2d"
+        );
+        assert_eq!(
+            sign_pairs(&params, &cfg("pairs", "md5"), key),
+            "9A0A8659F005D6984697E2CA0A9CF3B7"
+        );
+        assert_eq!(
+            sign_pairs(&params, &cfg("pairs", "hmac-sha256"), key),
+            "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
+        );
+    }
+
+    #[test]
+    fn wechat_style_own_vector_skips_empty_and_sign() {
+        let params = obj(json!({"body": "测试商品", "nonce_str": "5K8264ILTKCH16CQ",
+            "out_trade_no": "20240101000001", "total_fee": "1", "attach": "", "sign": "WHATEVER"}));
+        let key = "192006250b4c09247ec02edce69f6a2d";
+        assert_eq!(
+            pairs_string(&params, "sign", &[], key),
+            "body=测试商品&nonce_str=5K8264ILTKCH16CQ&out_trade_no=20240101000001&total_fee=1&key=192006250b4c09247ec02edce69f6a2d"
+        );
+        assert_eq!(
+            sign_pairs(&params, &cfg("pairs", "md5"), key),
+            "7665EAD9FF799F43D296CBE1B3253024"
+        );
+    }
+
+    #[test]
+    fn checksum_library_values_form() {
+        // houbb/checksum: name=ryo, password=1234, address excluded, checksum is the signature field
+        let mut c = cfg("values", "md5");
+        c.field = "checksum".into();
+        c.exclude = vec!["address".into()];
+        let user =
+            obj(json!({"name": "ryo", "password": "1234", "address": "china", "checksum": null}));
+        assert_eq!(
+            sign_values(&user, &c, ""),
+            "5A2A21025E5232FBFD8BFB2A08DE2A01",
+            "D1, no salt"
+        );
+        assert_eq!(
+            sign_values(&user, &c, "salt"),
+            "E8C8989E950B36A60E2DC9655C22378D",
+            "D2, salt prepended"
+        );
+        let no_name =
+            obj(json!({"name": null, "password": "1234", "address": "china", "checksum": null}));
+        assert_eq!(
+            sign_values(&no_name, &c, ""),
+            "81DC9BDB52D04DC20036DBD8313ED055",
+            "D4"
+        );
+    }
+
+    #[test]
+    fn nested_values_are_compact_json() {
+        let o = obj(json!({"args": {"b": 1, "a": [1, "x"]}, "n": 5, "t": true}));
+        assert_eq!(
+            pairs_string(&o, "sign", &[], "k"),
+            r#"args={"a":[1,"x"],"b":1}&n=5&t=true&key=k"#
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! RFC 9421 / eBay vectors (tests/vectors/signing.json) and a property test of the parser.
+
+use super::*;
+use crate::auth::ClientKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use serde_json::Value;
+
+const VECTORS: &str = include_str!("../../../tests/vectors/signing.json");
+
+fn vector(name: &str) -> Value {
+    let all: Vec<Value> = serde_json::from_str(VECTORS).unwrap();
+    all.into_iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no vector {name}"))
+}
+
+/// RFC 9421 B.1.4 test-key-ed25519.
+fn ed25519_signing() -> ed25519_dalek::SigningKey {
+    let der = B64
+        .decode("MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF")
+        .unwrap();
+    ed25519_dalek::SigningKey::from_pkcs8_der(&der).unwrap()
+}
+
+/// RFC 9421 B.1.5 test-shared-secret (the decoded bytes are the key).
+fn shared_secret() -> Vec<u8> {
+    B64.decode(
+        "uzvJfB4u3N0Jy4T7NZ75MDVcr8zSTInedJtkgcu46YW4XByzNJjxBdtjUkdJPBtbmHhIDi6pcl8jsasjlTMtDQ==",
+    )
+    .unwrap()
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+const B2_BODY: &[u8] = b"{\"hello\": \"world\"}";
+
+/// The RFC 9421 B.2 test-request.
+fn b2_headers() -> Vec<(String, String)> {
+    headers(&[
+        ("host", "example.com"),
+        ("date", "Tue, 20 Apr 2021 02:07:55 GMT"),
+        ("content-type", "application/json"),
+        (
+            "content-digest",
+            "sha-512=:WZDPaVn/7XgHaAy8pmojAkGWoRx2UFChF41A2svX+TaPm+AbwAgBWnrIiYllu7BNNyealdVLvRwEmTHWXvJwew==:",
+        ),
+        ("content-length", "18"),
+    ])
+}
+
+fn b2_request(h: &[(String, String)]) -> RequestParts<'_> {
+    RequestParts::for_tests(
+        "POST",
+        "/foo",
+        "?param=Value&Pet=dog",
+        "example.com",
+        h,
+        B2_BODY,
+    )
+}
+
+fn check(v: &Value, req: &RequestParts<'_>, key: &ClientKey, signing: Option<&SigningKey>) {
+    let input = v["inputs"]["signature_input"].as_str().unwrap();
+    let expected_sig = v["expected"]["signature"].as_str().unwrap();
+    let parsed = parse_headers(input, expected_sig).unwrap();
+    let base = signature_base(&parsed.inner, req).unwrap();
+    assert_eq!(
+        base,
+        v["inputs"]["signature_base"].as_str().unwrap(),
+        "{}",
+        v["name"]
+    );
+    verify_signature(key, None, base.as_bytes(), &parsed.signature).unwrap();
+    if let Some(sk) = signing {
+        let sig = match sk {
+            SigningKey::Ed25519(k) => {
+                use ed25519_dalek::Signer;
+                k.sign(base.as_bytes()).to_bytes().to_vec()
+            }
+            SigningKey::Hmac(s) => {
+                crate::auth::mg::mac::<hmac::Hmac<sha2::Sha256>>(s, base.as_bytes())
+            }
+        };
+        assert_eq!(sig, parsed.signature, "{} reproduces", v["name"]);
+    }
+    // any change to the base breaks it
+    let mut tampered = base.clone().into_bytes();
+    tampered[0] ^= 1;
+    assert!(verify_signature(key, None, &tampered, &parsed.signature).is_err());
+}
+
+#[test]
+fn rfc9421_b25_hmac_sha256() {
+    let h = b2_headers();
+    let secret = shared_secret();
+    let v = vector("RFC9421-B.2.5-hmac-sha256");
+    check(
+        &v,
+        &b2_request(&h),
+        &ClientKey::Secret(secret.clone()),
+        Some(&SigningKey::Hmac(secret.clone())),
+    );
+    // a trailing LF gives another signature (the base must end without one)
+    let base = v["inputs"]["signature_base"].as_str().unwrap().to_string() + "\n";
+    let mac = crate::auth::mg::mac::<hmac::Hmac<sha2::Sha256>>(&secret, base.as_bytes());
+    assert_eq!(
+        B64.encode(mac),
+        "+fep01MNDbkKBi26gY50tRwPw0QUF/5Tq9pGatYX9Pk="
+    );
+}
+
+#[test]
+fn rfc9421_b26_ed25519() {
+    let h = b2_headers();
+    let sk = ed25519_signing();
+    let v = vector("RFC9421-B.2.6-ed25519");
+    check(
+        &v,
+        &b2_request(&h),
+        &ClientKey::Ed25519(sk.verifying_key()),
+        Some(&SigningKey::Ed25519(sk.clone())),
+    );
+}
+
+#[test]
+fn ebay_readme_sample_and_profile_vectors() {
+    let sk = ed25519_signing();
+    let key = ClientKey::Ed25519(sk.verifying_key());
+    let v = vector("eBay-verifier-README-sample-ed25519");
+    let jwe = v["inputs"]["x-ebay-signature-key"].as_str().unwrap();
+    let h = headers(&[
+        ("content-type", "application/json"),
+        (
+            "content-digest",
+            v["inputs"]["content-digest"].as_str().unwrap(),
+        ),
+        ("x-ebay-signature-key", jwe),
+    ]);
+    let req = RequestParts::for_tests(
+        "POST",
+        "/verifysignature",
+        "",
+        "localhost:8080",
+        &h,
+        B2_BODY,
+    );
+    check(&v, &req, &key, Some(&SigningKey::Ed25519(sk.clone())));
+    // the whole policy accepts it at its own time: required components, digest, window
+    let scheme = HttpSigScheme::new(3000);
+    let clients = vec![("ebay".to_string(), key.clone())];
+    let mut with_sig = h.clone();
+    with_sig.push((
+        "signature-input".into(),
+        v["inputs"]["signature_input"].as_str().unwrap().into(),
+    ));
+    with_sig.push((
+        "signature".into(),
+        v["expected"]["signature"].as_str().unwrap().into(),
+    ));
+    let req = RequestParts::for_tests(
+        "POST",
+        "/verifysignature",
+        "",
+        "localhost:8080",
+        &with_sig,
+        B2_BODY,
+    );
+    assert_eq!(
+        scheme
+            .verify(&req, &clients, 1_659_651_955_000)
+            .unwrap()
+            .client,
+        "ebay"
+    );
+    // with `localhost` alone the authority differs and it fails
+    let req = RequestParts::for_tests(
+        "POST",
+        "/verifysignature",
+        "",
+        "localhost",
+        &with_sig,
+        B2_BODY,
+    );
+    assert_eq!(
+        scheme
+            .verify(&req, &clients, 1_659_651_955_000)
+            .unwrap_err(),
+        AuthError::BadSignature
+    );
+
+    let v = vector("eBay-profile-GET-no-body-ed25519 (own vector)");
+    let jwe = v["inputs"]["x-ebay-signature-key"].as_str().unwrap();
+    let h = headers(&[("x-ebay-signature-key", jwe)]);
+    let req = RequestParts::for_tests(
+        "GET",
+        "/sell/finances/v1/payout",
+        "?limit=20",
+        "apiz.ebay.com",
+        &h,
+        b"",
+    );
+    check(&v, &req, &key, Some(&SigningKey::Ed25519(sk)));
+}
+
+fn signed_request_headers(
+    created: i64,
+    nonce: Option<&str>,
+    components: &[&str],
+    keyid: &str,
+    key: &SigningKey,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let mut h = headers(&[
+        ("host", "proxy.local:8780"),
+        ("content-type", "application/json"),
+    ]);
+    h.push((
+        "content-digest".into(),
+        crate::auth::digest::content_digest("sha-256", body).unwrap(),
+    ));
+    let req = RequestParts::for_tests("POST", "/rpc", "", "proxy.local:8780", &h, body);
+    let (input, sig) = sign(&req, components, created, Some(keyid), nonce, key).unwrap();
+    h.push(("signature-input".into(), input));
+    h.push(("signature".into(), sig));
+    h
+}
+
+#[test]
+fn policy_reasons() {
+    let secret = b"erp-shared-secret".to_vec();
+    let clients = vec![("erp".to_string(), ClientKey::Secret(secret.clone()))];
+    let key = SigningKey::Hmac(secret);
+    let now_s = 1_700_000_000i64;
+    let now_ms = now_s as u64 * 1000;
+    let body = br#"{"_method":"cus-sec_SpcGetCertNo"}"#;
+    let all = ["@method", "@path", "@authority", "content-digest"];
+    let run = |h: &[(String, String)], body: &[u8], now: u64, scheme: &HttpSigScheme| {
+        let req = RequestParts::for_tests("POST", "/rpc", "", "proxy.local:8780", h, body);
+        scheme.verify(&req, &clients, now)
+    };
+    let scheme = HttpSigScheme::new(3000);
+    let ok = signed_request_headers(now_s, Some("n-1"), &all, "erp", &key, body);
+    assert_eq!(run(&ok, body, now_ms, &scheme).unwrap().client, "erp");
+    assert_eq!(
+        run(&ok, body, now_ms, &scheme).unwrap_err(),
+        AuthError::Replayed,
+        "nonce once"
+    );
+    // body changed after signing: the digest no longer matches
+    let other = br#"{"_method":"cus-sec_SpcSignDataAsPEM"}"#;
+    assert!(matches!(
+        run(&ok, other, now_ms, &HttpSigScheme::new(3000)),
+        Err(AuthError::BadDigest(_))
+    ));
+    // stale
+    let h = signed_request_headers(now_s - 60, None, &all, "erp", &key, body);
+    assert!(matches!(
+        run(&h, body, now_ms, &scheme),
+        Err(AuthError::OutsideWindow { .. })
+    ));
+    // missing required components
+    let h = signed_request_headers(
+        now_s,
+        None,
+        &["@method", "@path", "content-digest"],
+        "erp",
+        &key,
+        body,
+    );
+    assert_eq!(
+        run(&h, body, now_ms, &scheme).unwrap_err(),
+        AuthError::MissingComponent("@authority".into())
+    );
+    let h = signed_request_headers(
+        now_s,
+        None,
+        &["@method", "@path", "@authority"],
+        "erp",
+        &key,
+        body,
+    );
+    assert!(matches!(
+        run(&h, body, now_ms, &scheme),
+        Err(AuthError::MissingComponent(_))
+    ));
+    // unknown client, wrong key
+    let h = signed_request_headers(now_s, None, &all, "nobody", &key, body);
+    assert_eq!(
+        run(&h, body, now_ms, &scheme).unwrap_err(),
+        AuthError::UnknownClient("nobody".into())
+    );
+    let h = signed_request_headers(
+        now_s,
+        None,
+        &all,
+        "erp",
+        &SigningKey::Hmac(b"wrong".to_vec()),
+        body,
+    );
+    assert_eq!(
+        run(&h, body, now_ms, &scheme).unwrap_err(),
+        AuthError::BadSignature
+    );
+    // expired
+    let mut h = signed_request_headers(now_s, None, &all, "erp", &key, body);
+    for (n, v) in h.iter_mut() {
+        if n == "signature-input" {
+            *v = v.replace(";alg=", ";expires=1;alg=");
+        }
+    }
+    assert!(matches!(
+        run(&h, body, now_ms, &scheme),
+        Err(AuthError::Expired | AuthError::BadSignature)
+    ));
+}
+
+/// A small deterministic PRNG (xorshift) for the property test: no extra crate needed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn malformed_signature_input_never_panics_and_always_says_why() {
+    let secret = b"k".to_vec();
+    let clients = vec![("erp".to_string(), ClientKey::Secret(secret.clone()))];
+    let body = b"{}";
+    let now_s = 1_700_000_000i64;
+    let valid = signed_request_headers(
+        now_s,
+        Some("abc"),
+        &[
+            "@method",
+            "@path",
+            "@authority",
+            "content-digest",
+            "content-type",
+        ],
+        "erp",
+        &SigningKey::Hmac(secret),
+        body,
+    );
+    let input = valid
+        .iter()
+        .find(|(n, _)| n == "signature-input")
+        .unwrap()
+        .1
+        .clone();
+    let alphabet: Vec<char> = "\"();=:,@ \t-_?*abcdefkeyidcreatednoncealg0123456789\\\u{1}é"
+        .chars()
+        .collect();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let scheme = HttpSigScheme::new(3000);
+    for _ in 0..20_000 {
+        let mut chars: Vec<char> = input.chars().collect();
+        for _ in 0..1 + rng.below(4) {
+            match rng.below(3) {
+                0 if !chars.is_empty() => {
+                    let i = rng.below(chars.len());
+                    chars.remove(i);
+                }
+                1 => {
+                    let i = rng.below(chars.len() + 1);
+                    chars.insert(i, alphabet[rng.below(alphabet.len())]);
+                }
+                _ if !chars.is_empty() => {
+                    let i = rng.below(chars.len());
+                    chars[i] = alphabet[rng.below(alphabet.len())];
+                }
+                _ => {}
+            }
+        }
+        let mutated: String = chars.into_iter().collect();
+        let mut h = valid.clone();
+        for (n, v) in h.iter_mut() {
+            if n == "signature-input" {
+                *v = mutated.clone();
+            }
+        }
+        let req = RequestParts::for_tests("POST", "/rpc", "?x=1", "proxy.local:8780", &h, body);
+        if let Err(e) = scheme.verify(&req, &clients, now_s as u64 * 1000) {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The MD5 scheme of the original proxy: `X-Signature = hex(MD5(METHOD + PATH + TIMESTAMP + BODY +
+//! SECRET))` with `X-Timestamp` in milliseconds, a time window either way, replay protection (the
+//! original lacked it) and constant-time comparison.
+
+use super::replay::{Replay, ReplayCache};
+use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use md5::{Digest, Md5};
+
+/// `hex(MD5(METHOD + PATH + TIMESTAMP + BODY + SECRET))`, lower-case; METHOD is upper-cased.
+pub fn md5_signature(
+    method: &str,
+    path: &str,
+    timestamp: &str,
+    body: &[u8],
+    secret: &str,
+) -> String {
+    hex(&digest(method, path, timestamp, body, secret.as_bytes()))
+}
+
+fn digest(method: &str, path: &str, timestamp: &str, body: &[u8], secret: &[u8]) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(method.to_ascii_uppercase().as_bytes());
+    h.update(path.as_bytes());
+    h.update(timestamp.as_bytes());
+    h.update(body);
+    h.update(secret);
+    h.finalize().into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks requests signed with the MD5 scheme, against every client secret.
+pub struct Md5Scheme {
+    max_skew_ms: u64,
+    replay: ReplayCache,
+}
+
+impl Md5Scheme {
+    pub fn new(max_skew_ms: u64) -> Md5Scheme {
+        Md5Scheme {
+            max_skew_ms,
+            replay: ReplayCache::default(),
+        }
+    }
+
+    /// Whether the request carries this scheme's headers at all.
+    pub fn applies(req: &RequestParts<'_>) -> bool {
+        req.header("x-signature").is_some() || req.header("x-timestamp").is_some()
+    }
+
+    pub fn verify(
+        &self,
+        req: &RequestParts<'_>,
+        clients: &Clients,
+        now_ms: u64,
+    ) -> Result<Authenticated, AuthError> {
+        let timestamp = req
+            .header("x-timestamp")
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let signature = req
+            .header("x-signature")
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let timestamp = timestamp.ok_or(AuthError::MissingHeader("X-Timestamp"))?;
+        let signature = signature.ok_or(AuthError::MissingHeader("X-Signature"))?;
+        let ts = parse_ms(timestamp)?;
+        let given = decode_hex16(signature).ok_or(AuthError::Malformed(
+            "X-Signature",
+            "expected 32 hex digits (MD5)".into(),
+        ))?;
+        check_window(ts, now_ms, self.max_skew_ms)?;
+        // every client holding a shared secret may sign; the first that matches is the caller
+        let client = clients
+            .iter()
+            .filter_map(|(id, key)| match key {
+                ClientKey::Secret(s) => Some((id, s)),
+                ClientKey::Ed25519(_) => None,
+            })
+            .find(|(_, secret)| {
+                let expected = digest(req.method, req.path, timestamp, req.body, secret);
+                constant_time_eq(&given, &expected)
+            })
+            .map(|(id, _)| id.clone())
+            .ok_or(AuthError::BadSignature)?;
+        self.replay
+            .insert(&given, now_ms, 2 * self.max_skew_ms)
+            .map_err(replay_error)?;
+        Ok(Authenticated::client(client))
+    }
+}
+
+/// Milliseconds since the epoch, digits only.
+pub fn parse_ms(timestamp: &str) -> Result<u64, AuthError> {
+    if timestamp.is_empty()
+        || timestamp.len() > 16
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(AuthError::MalformedTimestamp);
+    }
+    timestamp.parse().map_err(|_| AuthError::MalformedTimestamp)
+}
+
+/// `ts` within `max_skew_ms` of `now`, either way.
+pub fn check_window(ts_ms: u64, now_ms: u64, max_skew_ms: u64) -> Result<(), AuthError> {
+    let skew_ms = i128::from(ts_ms) - i128::from(now_ms);
+    if skew_ms.unsigned_abs() > u128::from(max_skew_ms) {
+        return Err(AuthError::OutsideWindow {
+            skew_ms,
+            max_skew_ms,
+        });
+    }
+    Ok(())
+}
+
+pub fn replay_error(r: Replay) -> AuthError {
+    match r {
+        Replay::Seen => AuthError::Replayed,
+        Replay::Full => AuthError::ReplayCacheFull,
+    }
+}
+
+/// 32 hex digits (either case) to 16 bytes.
+fn decode_hex16(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn clients() -> Clients {
+        vec![("default".to_string(), ClientKey::Secret(b"s3cret".to_vec()))]
+    }
+
+    fn verify(
+        scheme: &Md5Scheme,
+        ts: Option<&str>,
+        sig: Option<&str>,
+        body: &str,
+        now: u64,
+    ) -> Result<Authenticated, AuthError> {
+        let mut headers = Vec::new();
+        if let Some(t) = ts {
+            headers.push(("x-timestamp".to_string(), t.to_string()));
+        }
+        if let Some(s) = sig {
+            headers.push(("x-signature".to_string(), s.to_string()));
+        }
+        let req = RequestParts::for_tests("POST", "/rpc", "", "h", &headers, body.as_bytes());
+        scheme.verify(&req, &clients(), now)
+    }
+
+    fn sign(ts: u64, body: &str) -> String {
+        md5_signature("POST", "/rpc", &ts.to_string(), body.as_bytes(), "s3cret")
+    }
+
+    #[test]
+    fn accepts_once_then_rejects_replay_in_either_case() {
+        let s = Md5Scheme::new(3000);
+        let sig = sign(NOW, "{}");
+        let ts = NOW.to_string();
+        assert_eq!(
+            verify(&s, Some(&ts), Some(&sig), "{}", NOW).unwrap().client,
+            "default"
+        );
+        let upper = sig.to_uppercase();
+        assert_eq!(
+            verify(&s, Some(&ts), Some(&upper), "{}", NOW + 10).unwrap_err(),
+            AuthError::Replayed
+        );
+        let s = Md5Scheme::new(3000);
+        assert!(
+            verify(&s, Some(&ts), Some(&upper), "{}", NOW).is_ok(),
+            "upper-case hex"
+        );
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let s = Md5Scheme::new(3000);
+        let ts = NOW.to_string();
+        let sig = sign(NOW, "{}");
+        let e = |ts: Option<&str>, sig: Option<&str>, body: &str, now: u64| {
+            verify(&s, ts, sig, body, now).unwrap_err()
+        };
+        assert_eq!(
+            e(None, Some(&sig), "{}", NOW),
+            AuthError::MissingHeader("X-Timestamp")
+        );
+        assert_eq!(
+            e(Some(&ts), None, "{}", NOW),
+            AuthError::MissingHeader("X-Signature")
+        );
+        assert_eq!(
+            e(Some("12a"), Some(&sig), "{}", NOW),
+            AuthError::MalformedTimestamp
+        );
+        assert!(matches!(
+            e(Some(&ts), Some("xyz"), "{}", NOW),
+            AuthError::Malformed(..)
+        ));
+        assert!(matches!(
+            e(Some(&ts), Some(&sig), "{}", NOW + 3001),
+            AuthError::OutsideWindow { .. }
+        ));
+        assert!(matches!(
+            e(Some(&ts), Some(&sig), "{}", NOW - 3001),
+            AuthError::OutsideWindow { .. }
+        ));
+        assert_eq!(
+            e(Some(&ts), Some(&sig), "{ }", NOW),
+            AuthError::BadSignature
+        );
+        assert!(!AuthError::BadSignature.to_string().contains(&sig));
+    }
+}

@@ -1,0 +1,354 @@
+//! Request authentication: the four signature schemes (`md5`, `hmac` x-mg gateway headers,
+//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the client key
+//! material they check against, and signing of outgoing calls (webhooks, the `sign` command).
+
+pub mod checksum;
+pub mod digest;
+pub mod httpsig;
+pub mod md5;
+pub mod mg;
+pub mod outgoing;
+pub mod replay;
+
+use crate::config::AuthConfig;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::fmt;
+
+pub use md5::md5_signature;
+
+/// A client's key material.
+#[derive(Clone)]
+pub enum ClientKey {
+    /// A shared secret (md5, hmac, httpsig hmac-sha256, checksum).
+    Secret(Vec<u8>),
+    /// An Ed25519 public key (httpsig ed25519).
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::Secret(_) => write!(f, "Secret(***)"),
+            ClientKey::Ed25519(k) => write!(f, "Ed25519({})", B64.encode(k.as_bytes())),
+        }
+    }
+}
+
+/// Every client, by id. `auth.app_secret` is the client `default`.
+pub type Clients = Vec<(String, ClientKey)>;
+
+/// The id under which `auth.app_secret` is known.
+pub const DEFAULT_CLIENT: &str = "default";
+
+/// The parts of a request the schemes look at.
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// Without the query string.
+    pub path: &'a str,
+    /// With its leading `?`, or empty.
+    pub query: &'a str,
+    /// The `Host` header, as sent.
+    pub authority: &'a str,
+    /// Lower-cased names, in order, repeated fields as they came.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+impl<'a> RequestParts<'a> {
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&'a str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(
+        method: &'a str,
+        path: &'a str,
+        query: &'a str,
+        authority: &'a str,
+        headers: &'a [(String, String)],
+        body: &'a [u8],
+    ) -> RequestParts<'a> {
+        RequestParts {
+            method,
+            path,
+            query,
+            authority,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Who a request came from, and what the scheme wants changed about its handling.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Authenticated {
+    pub client: String,
+    pub scheme: &'static str,
+    /// The caller's trace id (`x-mg-traceid`), used in logs and audit.
+    pub trace_id: Option<String>,
+    /// The body to hand on, when the scheme changed it (checksum removes its signature field).
+    pub body: Option<Vec<u8>>,
+    /// Headers to add to the response (x-mg-code, x-mg-traceid, a response signature).
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl Authenticated {
+    pub fn client(id: String) -> Authenticated {
+        Authenticated {
+            client: id,
+            ..Authenticated::default()
+        }
+    }
+}
+
+/// Why a request was not authenticated. The message says which rule failed, never the expected
+/// signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credentials of any accepted scheme.
+    NoCredentials(String),
+    MissingHeader(&'static str),
+    Malformed(&'static str, String),
+    MalformedTimestamp,
+    OutsideWindow {
+        skew_ms: i128,
+        max_skew_ms: u64,
+    },
+    Expired,
+    BadSignature,
+    BadDigest(String),
+    Replayed,
+    ReplayCacheFull,
+    UnknownClient(String),
+    Unsupported(String),
+    MissingComponent(String),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::NoCredentials(expected) => {
+                write!(f, "no credentials; expected {expected}")
+            }
+            AuthError::MissingHeader(h) => write!(f, "missing {h} header"),
+            AuthError::Malformed(what, why) => write!(f, "malformed {what}: {why}"),
+            AuthError::MalformedTimestamp => {
+                write!(
+                    f,
+                    "malformed X-Timestamp: expected milliseconds since the epoch"
+                )
+            }
+            AuthError::OutsideWindow {
+                skew_ms,
+                max_skew_ms,
+            } => write!(
+                f,
+                "timestamp is outside the allowed window: {skew_ms} ms from server time, at most {max_skew_ms} ms allowed"
+            ),
+            AuthError::Expired => write!(f, "signature has expired"),
+            AuthError::BadSignature => write!(f, "bad signature"),
+            AuthError::BadDigest(why) => write!(f, "content digest does not match the body: {why}"),
+            AuthError::Replayed => {
+                write!(
+                    f,
+                    "replayed request: this signature or nonce was already used"
+                )
+            }
+            AuthError::ReplayCacheFull => write!(
+                f,
+                "too many signed requests in the time window; retry in a few seconds"
+            ),
+            AuthError::UnknownClient(id) => write!(f, "unknown client id {id:?}"),
+            AuthError::Unsupported(what) => write!(f, "unsupported {what}"),
+            AuthError::MissingComponent(c) => {
+                write!(f, "the signature must cover {c}")
+            }
+        }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// A signature scheme by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Md5,
+    Hmac,
+    HttpSig,
+    Checksum,
+}
+
+impl Scheme {
+    pub fn parse(name: &str) -> Option<Scheme> {
+        match name {
+            "md5" => Some(Scheme::Md5),
+            "hmac" => Some(Scheme::Hmac),
+            "httpsig" => Some(Scheme::HttpSig),
+            "checksum" => Some(Scheme::Checksum),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Md5 => "md5",
+            Scheme::Hmac => "hmac",
+            Scheme::HttpSig => "httpsig",
+            Scheme::Checksum => "checksum",
+        }
+    }
+    fn credentials(self) -> &'static str {
+        match self {
+            Scheme::Md5 => "X-Timestamp and X-Signature (md5)",
+            Scheme::Hmac => "x-mg-secretid, x-mg-nonce, x-mg-sign (hmac)",
+            Scheme::HttpSig => "Signature-Input and Signature (httpsig)",
+            Scheme::Checksum => "a signature field in the JSON body (checksum)",
+        }
+    }
+}
+
+/// Parses key material: a secret string, or an Ed25519 public key in PEM (SPKI) or base64 (32 raw
+/// bytes or SPKI DER).
+pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return ed25519_dalek::VerifyingKey::from_public_key_pem(text)
+            .map_err(|e| format!("not an Ed25519 public key in PEM: {e}"));
+    }
+    let bytes = B64
+        .decode(text)
+        .map_err(|_| "not base64 or PEM".to_string())?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return ed25519_dalek::VerifyingKey::from_bytes(&raw)
+            .map_err(|e| format!("not an Ed25519 public key: {e}"));
+    }
+    ed25519_dalek::VerifyingKey::from_public_key_der(&bytes)
+        .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
+}
+
+/// Checks requests against the configured schemes and clients.
+pub struct Authenticator {
+    schemes: Vec<Scheme>,
+    clients: Clients,
+    md5: md5::Md5Scheme,
+    mg: mg::MgScheme,
+    httpsig: httpsig::HttpSigScheme,
+    checksum: checksum::ChecksumScheme,
+}
+
+impl Authenticator {
+    /// `None` when authentication is off (no secret and no client).
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Authenticator>, String> {
+        let clients = config.clients()?;
+        if clients.is_empty() {
+            return Ok(None);
+        }
+        let schemes = config
+            .schemes()
+            .iter()
+            .map(|s| Scheme::parse(s).ok_or_else(|| format!("unknown scheme {s:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Authenticator {
+            schemes,
+            clients,
+            md5: md5::Md5Scheme::new(config.max_skew_ms),
+            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone()),
+            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms),
+            checksum: checksum::ChecksumScheme::new(config.max_skew_ms, config.checksum.clone()),
+        }))
+    }
+
+    pub fn schemes(&self) -> &[Scheme] {
+        &self.schemes
+    }
+
+    /// Verifies a request with the first accepted scheme whose credentials it carries.
+    pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
+        for scheme in &self.schemes {
+            let applies = match scheme {
+                Scheme::Md5 => md5::Md5Scheme::applies(req),
+                Scheme::Hmac => mg::MgScheme::applies(req),
+                Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
+                Scheme::Checksum => self.checksum.applies(req),
+            };
+            if !applies {
+                continue;
+            }
+            let mut ok = match scheme {
+                Scheme::Md5 => self.md5.verify(req, &self.clients, now_ms),
+                Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
+                Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
+                Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
+            }?;
+            ok.scheme = scheme.name();
+            return Ok(ok);
+        }
+        // nothing recognisable: say what the first scheme needs, as its own rule would
+        match self.schemes.as_slice() {
+            [Scheme::Md5] => Err(AuthError::MissingHeader("X-Timestamp")),
+            _ => Err(AuthError::NoCredentials(
+                self.schemes
+                    .iter()
+                    .map(|s| s.credentials())
+                    .collect::<Vec<_>>()
+                    .join(", or "),
+            )),
+        }
+    }
+
+    /// Headers the response carries on failure too (x-mg-code, the trace id echoed).
+    pub fn failure_headers(&self, req: &RequestParts<'_>) -> Vec<(String, String)> {
+        if self.schemes.contains(&Scheme::Hmac) && mg::MgScheme::applies(req) {
+            mg::MgScheme::failure_headers(req)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_keys_in_every_form() {
+        // RFC 9421 B.1.4 test-key-ed25519
+        let spki = "MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=";
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{spki}\n-----END PUBLIC KEY-----\n");
+        let a = parse_ed25519_public(spki).unwrap();
+        let b = parse_ed25519_public(&pem).unwrap();
+        let c = parse_ed25519_public(&B64.encode(a.as_bytes())).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert!(parse_ed25519_public("not a key").is_err());
+        assert!(parse_ed25519_public("AAAA").is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
