@@ -1,5 +1,5 @@
 //! Command-line parsing: `-config PATH` (the Go proxy's spelling), `--config`, `--simulate`,
-//! the `simulate` subcommand, `--version` and `--help`.
+//! the `simulate`, `check-config` and `sign` subcommands, `--version` and `--help`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,8 +22,25 @@ pub enum Command {
     CheckConfig {
         config: Option<PathBuf>,
     },
+    /// Sign a request by hand and print the headers and a curl command.
+    Sign(SignArgs),
     Version,
     Help,
+}
+
+/// Arguments of `sign`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SignArgs {
+    pub scheme: String,
+    /// A shared secret.
+    pub key: Option<String>,
+    /// An Ed25519 private key (httpsig): PEM, base64, or @file.
+    pub ed25519_key: Option<String>,
+    pub key_id: Option<String>,
+    pub method: String,
+    pub url: String,
+    pub body: String,
+    pub json: bool,
 }
 
 pub const USAGE: &str = "\
@@ -33,6 +50,8 @@ USAGE:
     chinaport-proxy [-config PATH] [--simulate]
     chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [FAULTS]
     chinaport-proxy check-config [-config PATH]
+    chinaport-proxy sign --scheme md5|hmac|httpsig|checksum (--key SECRET | --ed25519-key KEY)
+                         [--key-id ID] [--method POST] --url URL [--body JSON] [--json]
     chinaport-proxy --version | --help
 
 OPTIONS:
@@ -41,6 +60,10 @@ OPTIONS:
     --simulate               also run a UKey simulator on ukey.url (no card needed;
                              its signatures are NOT valid at customs)
     --listen HOST:PORT       where `simulate` listens (default: the host and port of ukey.url)
+
+SIGN prints the headers (or, for checksum, the signed body) and a ready curl command, for
+testing by hand. --key-id names the client (x-mg-secretid, keyid); --ed25519-key takes a PEM or
+base64 private key, or @FILE.
 
 FAULTS (simulate, for testing how your system copes; also settable at run time by calling
 the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
@@ -53,9 +76,53 @@ the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
     -h, --help               print this help
 ";
 
+fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut a = SignArgs {
+        method: "POST".into(),
+        ..SignArgs::default()
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--scheme" => a.scheme = value(&flag)?,
+            "--key" => a.key = Some(value(&flag)?),
+            "--ed25519-key" => a.ed25519_key = Some(value(&flag)?),
+            "--key-id" => a.key_id = Some(value(&flag)?),
+            "--method" => a.method = value(&flag)?.to_ascii_uppercase(),
+            "--url" => a.url = value(&flag)?,
+            "--body" => a.body = value(&flag)?,
+            "--json" => a.json = true,
+            other => return Err(format!("sign: unknown argument {other:?}; see --help")),
+        }
+    }
+    if a.scheme.is_empty() || a.url.is_empty() {
+        return Err("sign needs --scheme and --url".into());
+    }
+    if a.key.is_none() == a.ed25519_key.is_none() {
+        return Err("sign needs exactly one of --key and --ed25519-key".into());
+    }
+    Ok(Command::Sign(a))
+}
+
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, String> {
-    let mut args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+    let mut args = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .peekable();
+    if args.peek().map(String::as_str) == Some("sign") {
+        args.next();
+        return parse_sign(args);
+    }
     let mut config = None;
     let mut simulate = false;
     let mut subcommand_simulate = false;
@@ -210,6 +277,33 @@ mod tests {
             }
         );
         assert!(p(&["check-config", "--simulate"]).is_err());
+        let Command::Sign(a) = p(&[
+            "sign",
+            "--scheme",
+            "hmac",
+            "--key",
+            "k",
+            "--key-id",
+            "erp",
+            "--url",
+            "http://h/rpc",
+            "--body",
+            "{}",
+            "--method",
+            "post",
+        ])
+        .unwrap() else {
+            panic!("not sign")
+        };
+        assert_eq!(
+            (a.scheme.as_str(), a.method.as_str(), a.key_id.as_deref()),
+            ("hmac", "POST", Some("erp"))
+        );
+        assert!(
+            p(&["sign", "--scheme", "md5", "--url", "http://h/rpc"]).is_err(),
+            "no key"
+        );
+        assert!(p(&["sign", "--key", "k"]).is_err(), "no scheme or url");
         assert!(p(&["simulate", "--latency-ms", "soon"]).is_err());
         assert!(p(&["simulate", "--error", "nomessage"]).is_err());
         assert!(p(&["--bogus"]).is_err());

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Run { config, simulate }) => run(config, simulate),
         Ok(Command::CheckConfig { config }) => check_config(config),
+        Ok(Command::Sign(args)) => sign(&args),
         Ok(Command::Simulate {
             config,
             listen,
@@ -80,6 +81,71 @@ fn load(path: Option<PathBuf>) -> Result<(Config, PathBuf), String> {
         path.display()
     );
     Ok((config, path))
+}
+
+/// `sign`: signs a request by hand and prints the headers and a ready curl command.
+fn sign(a: &cli::SignArgs) -> Result<(), String> {
+    let scheme = Scheme::parse(&a.scheme).ok_or_else(|| {
+        format!(
+            "unknown scheme {:?} (md5, hmac, httpsig, checksum)",
+            a.scheme
+        )
+    })?;
+    let key = match (&a.key, &a.ed25519_key) {
+        (Some(secret), _) => OutKey::Secret(secret.clone()),
+        (None, Some(k)) => {
+            let text = match k.strip_prefix('@') {
+                Some(file) => {
+                    std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?
+                }
+                None => k.clone(),
+            };
+            OutKey::Ed25519(chinaport_proxy::auth::outgoing::parse_ed25519_private(
+                &text,
+            )?)
+        }
+        (None, None) => return Err("sign needs --key or --ed25519-key".into()),
+    };
+    let signer = Signer {
+        scheme,
+        key,
+        key_id: a.key_id.clone().unwrap_or_else(|| "default".into()),
+        checksum: chinaport_proxy::config::ChecksumConfig::default(),
+    };
+    let now = chinaport_proxy::ukey::now_ms();
+    let signed = signer.sign(&a.method, &a.url, a.body.as_bytes(), now)?;
+    let body = String::from_utf8_lossy(&signed.body).into_owned();
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut curl = format!(
+        "curl -sS -X {} -H 'Content-Type: application/json'",
+        a.method
+    );
+    for (n, v) in &signed.headers {
+        curl.push_str(&format!(" -H {}", quote(&format!("{n}: {v}"))));
+    }
+    if !body.is_empty() {
+        curl.push_str(&format!(" --data-binary {}", quote(&body)));
+    }
+    curl.push_str(&format!(" {}", quote(&a.url)));
+    if a.json {
+        let out = serde_json::json!({"headers": signed.headers, "body": body, "curl": curl});
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "# {} signature for {} {} (valid for a few seconds, once)",
+        scheme.name(),
+        a.method,
+        a.url
+    );
+    for (n, v) in &signed.headers {
+        println!("{n}: {v}");
+    }
+    if scheme == Scheme::Checksum {
+        println!("# signed body:\n{body}");
+    }
+    println!("# curl:\n{curl}");
+    Ok(())
 }
 
 /// `check-config`: validates, then prints the effective settings with secrets masked.

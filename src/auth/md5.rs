@@ -45,9 +45,9 @@ impl Md5Scheme {
         }
     }
 
-    /// Whether the request carries this scheme's headers at all.
+    /// Whether the request carries this scheme's signature.
     pub fn applies(req: &RequestParts<'_>) -> bool {
-        req.header("x-signature").is_some() || req.header("x-timestamp").is_some()
+        req.header("x-signature").is_some()
     }
 
     pub fn verify(

@@ -283,38 +283,40 @@ impl Authenticator {
         &self.schemes
     }
 
-    /// Verifies a request with the first accepted scheme whose credentials it carries.
+    /// Verifies a request. With one scheme configured, that scheme judges it (and says exactly
+    /// what is missing); with several, the one whose signature the request carries, looked for
+    /// from the most specific headers to the least (x-mg, Signature-Input, X-Signature, a body
+    /// field: an x-mg request may also carry X-Timestamp).
     pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
-        for scheme in &self.schemes {
-            let applies = match scheme {
-                Scheme::Md5 => md5::Md5Scheme::applies(req),
-                Scheme::Hmac => mg::MgScheme::applies(req),
-                Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
-                Scheme::Checksum => self.checksum.applies(req),
-            };
-            if !applies {
-                continue;
-            }
-            let mut ok = match scheme {
-                Scheme::Md5 => self.md5.verify(req, &self.clients, now_ms),
-                Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
-                Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
-                Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
-            }?;
-            ok.scheme = scheme.name();
-            return Ok(ok);
-        }
-        // nothing recognisable: say what the first scheme needs, as its own rule would
-        match self.schemes.as_slice() {
-            [Scheme::Md5] => Err(AuthError::MissingHeader("X-Timestamp")),
-            _ => Err(AuthError::NoCredentials(
+        let chosen = match self.schemes.as_slice() {
+            [only] => Some(*only),
+            _ => [Scheme::Hmac, Scheme::HttpSig, Scheme::Md5, Scheme::Checksum]
+                .into_iter()
+                .filter(|s| self.schemes.contains(s))
+                .find(|s| match s {
+                    Scheme::Md5 => md5::Md5Scheme::applies(req),
+                    Scheme::Hmac => mg::MgScheme::applies(req),
+                    Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
+                    Scheme::Checksum => self.checksum.applies(req),
+                }),
+        };
+        let Some(scheme) = chosen else {
+            return Err(AuthError::NoCredentials(
                 self.schemes
                     .iter()
                     .map(|s| s.credentials())
                     .collect::<Vec<_>>()
                     .join(", or "),
-            )),
-        }
+            ));
+        };
+        let mut ok = match scheme {
+            Scheme::Md5 => self.md5.verify(req, &self.clients, now_ms),
+            Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
+            Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
+            Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
+        }?;
+        ok.scheme = scheme.name();
+        Ok(ok)
     }
 
     /// Headers the response carries on failure too (x-mg-code, the trace id echoed).

@@ -14,6 +14,17 @@ pub struct Received {
     pub request_id: Option<String>,
     /// The signature verified (or no secret was expected and none was sent).
     pub signature_ok: bool,
+    /// Every header, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 struct State {
@@ -77,7 +88,18 @@ impl Receiver {
                     }
                     let status = state.status.load(Ordering::SeqCst);
                     if status == 200 {
+                        let headers = rq
+                            .headers()
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.field.as_str().as_str().to_ascii_lowercase(),
+                                    h.value.as_str().to_string(),
+                                )
+                            })
+                            .collect();
                         state.events.lock().unwrap().push(Received {
+                            headers,
                             path,
                             body: serde_json::from_str(&body).unwrap_or(Value::Null),
                             request_id: header("X-Request-ID"),
