@@ -17,6 +17,27 @@ pub struct Config {
     pub auth: AuthConfig,
     pub webhook: WebhookConfig,
     pub log: LogConfig,
+    pub customs: CustomsConfig,
+}
+
+/// Customs 179 real-time upload.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CustomsConfig {
+    /// Where `realTimeDataUpload` posts to: the production endpoint by default; the test
+    /// endpoint is https://swapptest.singlewindow.cn/ceb2grab/grab/realTimeDataUpload.
+    pub upload_url: String,
+    /// How long the upload may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for CustomsConfig {
+    fn default() -> Self {
+        CustomsConfig {
+            upload_url: crate::customs179::PRODUCTION_URL.into(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -570,6 +591,17 @@ impl Config {
                 "auth.checksum.algorithm",
                 "must be \"md5\" or \"hmac-sha256\"",
             ));
+        }
+        if !self.customs.upload_url.starts_with("http://")
+            && !self.customs.upload_url.starts_with("https://")
+        {
+            return Err(invalid(
+                "customs.upload_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.customs.timeout_ms == 0 {
+            return Err(invalid("customs.timeout_ms", "must be greater than 0"));
         }
         if self.log.max_size_mb == 0 {
             return Err(invalid("log.max_size_mb", "must be greater than 0"));

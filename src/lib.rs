@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod customs179;
+pub mod customs_api;
 pub mod logging;
 pub mod mask;
 pub mod reply;

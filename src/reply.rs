@@ -62,6 +62,10 @@ impl Reply {
         match &self.body {
             Body::Json(v) => Some(v.clone()),
             Body::Error(m) => Some(json!({"error": m, "request_id": request_id})),
+            Body::Raw {
+                bytes,
+                content_type,
+            } if content_type.starts_with("application/json") => serde_json::from_slice(bytes).ok(),
             Body::Raw { .. } => None,
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::auth::{Authenticator, RequestParts};
 use crate::config::{Config, ServerConfig};
+use crate::customs_api::{self, Customs};
 use crate::mask::Masker;
 use crate::reply::{Body, Reply};
 use crate::rpc;
@@ -56,6 +57,7 @@ pub struct App {
     pub in_flight: AtomicUsize,
     /// Set on shutdown: new requests on open connections get 503.
     pub draining: AtomicBool,
+    pub customs: Customs,
 }
 
 impl App {
@@ -67,7 +69,6 @@ impl App {
     ) -> Result<App, String> {
         let auth = Authenticator::from_config(&config.auth)?;
         Ok(App {
-            config,
             ukey,
             masker,
             started: Instant::now(),
@@ -75,6 +76,12 @@ impl App {
             webhooks,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            customs: Customs::new(
+                &config.customs.upload_url,
+                Duration::from_millis(config.customs.timeout_ms),
+                config.webhook.tls_roots == "system",
+            ),
+            config,
         })
     }
 }
@@ -354,8 +361,18 @@ fn route(app: &App, method: &Method, path: &str, body: &[u8], ex: &mut Exchange)
     match (path, method) {
         ("/rpc", Method::Post) => handle_rpc(app, body, ex),
         ("/rpc", _) => method_not_allowed("POST"),
+        ("/api/customs179", Method::Post) => {
+            ex.ukey_method = Some("customs179".into());
+            let reply = customs_api::handle(&app.customs, &app.ukey, body, &ex.request_id);
+            report_operation_failure(app, "cus-sec_SpcSignDataAsPEM", &reply, &ex.request_id);
+            reply
+        }
+        ("/api/customs179", _) => method_not_allowed("POST"),
         ("/health", _) => method_not_allowed("GET"),
-        _ => Reply::error(404, format!("no such endpoint: {path}; use POST /rpc")),
+        _ => Reply::error(
+            404,
+            format!("no such endpoint: {path}; use POST /rpc or POST /api/customs179"),
+        ),
     }
 }
 
@@ -390,7 +407,8 @@ fn handle_rpc(app: &App, body: &[u8], ex: &mut Exchange) -> Reply {
 fn report_operation_failure(app: &App, method: &str, reply: &Reply, request_id: &str) {
     let (error, errors) = match &reply.body {
         Body::Json(frame) if reply.status == 400 => {
-            let errors = rpc::frame_errors(frame);
+            // /rpc answers the card's frame; customs179 nests it under "ukey"
+            let errors = rpc::frame_errors(frame.get("ukey").unwrap_or(frame));
             (
                 format!("UKey operation {method} failed: {}", errors.join("; ")),
                 errors,

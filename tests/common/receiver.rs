@@ -16,6 +16,8 @@ pub struct Received {
     pub signature_ok: bool,
     /// Every header, names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// The body as it came.
+    pub raw: String,
 }
 
 impl Received {
@@ -32,6 +34,7 @@ struct State {
     /// Status answered (200 by default).
     status: AtomicU16,
     delay_ms: AtomicU64,
+    reply: Mutex<String>,
     secret: String,
 }
 
@@ -47,6 +50,7 @@ impl Receiver {
             events: Mutex::new(Vec::new()),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
+            reply: Mutex::new("{}".into()),
             secret: secret.to_string(),
         });
         let mut r = Receiver {
@@ -100,14 +104,16 @@ impl Receiver {
                             .collect();
                         state.events.lock().unwrap().push(Received {
                             headers,
+                            raw: body.clone(),
                             path,
                             body: serde_json::from_str(&body).unwrap_or(Value::Null),
                             request_id: header("X-Request-ID"),
                             signature_ok,
                         });
                     }
-                    let _ =
-                        rq.respond(tiny_http::Response::from_string("{}").with_status_code(status));
+                    let reply = state.reply.lock().unwrap().clone();
+                    let _ = rq
+                        .respond(tiny_http::Response::from_string(reply).with_status_code(status));
                 }
             });
         }
@@ -120,6 +126,11 @@ impl Receiver {
 
     pub fn set_status(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The body every request is answered with (recorded only when the status is 200).
+    pub fn set_reply(&self, body: &str) {
+        *self.state.reply.lock().unwrap() = body.to_string();
     }
 
     pub fn set_delay(&self, d: Duration) {
