@@ -110,19 +110,39 @@ fn invalid(path: &str, reason: impl Into<String>) -> Invalid {
 }
 
 /// `totalAmount` as customs wants it: a bare number without trailing zeros or float artefacts.
+/// It is money (yuan, at most two decimals for fen), so a number is rounded to two decimals,
+/// which removes artefacts such as 143.64000000000001 however the caller's JSON library wrote
+/// them, and more precision than a fen is refused rather than silently rounded.
 pub fn format_amount(v: &Value, path: &str) -> Result<String, Invalid> {
-    let text = match v {
-        // Rust prints the shortest decimal that reads back as the same double: 143.64, not
-        // 143.64000000000001; 100.0 prints as 100
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 => format!("{f}"),
-            _ => return Err(invalid(path, "must be a non-negative amount")),
-        },
-        Value::String(s) => normalise_decimal(s.trim())
-            .ok_or_else(|| invalid(path, "must be a decimal amount such as 143.64"))?,
-        _ => return Err(invalid(path, "must be a number")),
+    let fen = |s: &str| {
+        invalid(
+            path,
+            format!("has more than two decimals ({s}); amounts are in yuan with at most fen"),
+        )
     };
-    Ok(text)
+    match v {
+        Value::Number(n) => {
+            let f = match n.as_f64() {
+                Some(f) if f.is_finite() && f >= 0.0 => f,
+                _ => return Err(invalid(path, "must be a non-negative amount")),
+            };
+            let cents = (f * 100.0).round();
+            if (f * 100.0 - cents).abs() > 1e-6 {
+                return Err(fen(&n.to_string()));
+            }
+            normalise_decimal(&format!("{:.2}", cents / 100.0))
+                .ok_or_else(|| invalid(path, "must be an amount"))
+        }
+        Value::String(s) => {
+            let text = normalise_decimal(s.trim())
+                .ok_or_else(|| invalid(path, "must be a decimal amount such as 143.64"))?;
+            if text.split_once('.').is_some_and(|(_, frac)| frac.len() > 2) {
+                return Err(fen(s));
+            }
+            Ok(text)
+        }
+        _ => Err(invalid(path, "must be a number")),
+    }
 }
 
 /// "0100.10" → "100.1", "100.0" → "100", exactly (no floating point).
@@ -409,6 +429,8 @@ mod tests {
             (json!(143.64), "143.64"),
             (json!(0.1), "0.1"),
             (json!(143.64000000000001), "143.64"),
+            (json!(0.1 + 0.2), "0.3"), // 0.30000000000000004
+            (json!(1234567.89), "1234567.89"),
             (json!(100), "100"),
             (json!("143.60"), "143.6"),
             (json!("0100.0"), "100"),
