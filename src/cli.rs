@@ -76,22 +76,34 @@ the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
     -h, --help               print this help
 ";
 
+/// Splits `--flag=value` (or `-flag=value`) into the flag and its inline value.
+fn split_flag(arg: &str) -> (String, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with('-') => (f.to_string(), Some(v.to_string())),
+        _ => (arg.to_string(), None),
+    }
+}
+
+/// A flag's value: given inline, or the next argument.
+fn take_value(
+    inline: &Option<String>,
+    args: &mut impl Iterator<Item = String>,
+    name: &str,
+) -> Result<String, String> {
+    inline
+        .clone()
+        .or_else(|| args.next())
+        .ok_or_else(|| format!("{name} needs a value"))
+}
+
 fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut a = SignArgs {
         method: "POST".into(),
         ..SignArgs::default()
     };
     while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| take_value(&inline, &mut args, name);
         match flag.as_str() {
             "--scheme" => a.scheme = value(&flag)?,
             "--key" => a.key = Some(value(&flag)?),
@@ -131,16 +143,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
     let mut faults = serde_json::json!({});
     let mut first = true;
     while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with('-') => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| take_value(&inline, &mut args, name);
         match flag.as_str() {
             "-h" | "--help" | "-help" => return Ok(Command::Help),
             "-V" | "--version" | "-version" => return Ok(Command::Version),
