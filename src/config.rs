@@ -18,6 +18,23 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub log: LogConfig,
     pub customs: CustomsConfig,
+    pub ceb: CebConfig,
+}
+
+/// CEB message signing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CebConfig {
+    /// "auto" (from the card's certificate: RSA → rsa-sha1, SM2 → sm2-sm3), "rsa-sha1" or "sm2-sm3".
+    pub signature_method: String,
+}
+
+impl Default for CebConfig {
+    fn default() -> Self {
+        CebConfig {
+            signature_method: "auto".into(),
+        }
+    }
 }
 
 /// Customs 179 real-time upload.
@@ -598,6 +615,15 @@ impl Config {
             return Err(invalid(
                 "customs.upload_url",
                 "must be an http:// or https:// URL",
+            ));
+        }
+        if !matches!(
+            self.ceb.signature_method.as_str(),
+            "auto" | "rsa-sha1" | "sm2-sm3"
+        ) {
+            return Err(invalid(
+                "ceb.signature_method",
+                "must be \"auto\", \"rsa-sha1\" or \"sm2-sm3\"",
             ));
         }
         if self.customs.timeout_ms == 0 {

@@ -2,6 +2,8 @@
 //! The binary (`main.rs`) only wires these modules together.
 
 pub mod auth;
+pub mod c14n;
+pub mod ceb;
 pub mod cli;
 pub mod config;
 pub mod customs179;

@@ -190,6 +190,8 @@ pub struct Exchange {
     pub trace_id: Option<String>,
     /// Headers the authentication scheme adds to the response.
     pub response_headers: Vec<(String, String)>,
+    /// The request's Content-Type, lower-cased.
+    pub content_type: String,
 }
 
 /// Counts a request in `App::in_flight` for as long as it lives.
@@ -220,6 +222,7 @@ fn handle(app: &App, mut request: Request) {
         scheme: "",
         trace_id: None,
         response_headers: Vec::new(),
+        content_type: String::new(),
     };
     let method = request.method().to_string();
     let path = path_of(request.url()).to_string();
@@ -260,6 +263,12 @@ fn serve(app: &App, request: &mut Request, ex: &mut Exchange) -> Reply {
     if path == "/health" && matches!(method, Method::Get | Method::Head) {
         return health(app);
     }
+    ex.content_type = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| h.value.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
     let mut body = match read_body(request, app.config.server.max_body_bytes) {
         Ok(b) => b,
         Err(reply) => return reply,
@@ -368,10 +377,23 @@ fn route(app: &App, method: &Method, path: &str, body: &[u8], ex: &mut Exchange)
             reply
         }
         ("/api/customs179", _) => method_not_allowed("POST"),
+        ("/api/ceb/sign", Method::Post) => {
+            ex.ukey_method = Some("ceb.sign".into());
+            let reply = crate::ceb::handle(
+                &app.ukey,
+                &app.config.ceb.signature_method,
+                body,
+                &ex.content_type,
+                &ex.request_id,
+            );
+            report_operation_failure(app, "cus-sec_SpcSignDataAsPEM", &reply, &ex.request_id);
+            reply
+        }
+        ("/api/ceb/sign", _) => method_not_allowed("POST"),
         ("/health", _) => method_not_allowed("GET"),
         _ => Reply::error(
             404,
-            format!("no such endpoint: {path}; use POST /rpc or POST /api/customs179"),
+            format!("no such endpoint: {path}; use POST /rpc, /api/customs179 or /api/ceb/sign"),
         ),
     }
 }

@@ -1,0 +1,238 @@
+//! CEB messages: the canonicaliser against independent implementations (lxml, xmllint) on a corpus
+//! of CEB-shaped messages, and POST /api/ceb/sign end to end, verified by xmlsec1.
+
+mod common;
+
+use chinaport_proxy::c14n;
+use std::path::Path;
+use std::process::Command;
+
+/// lxml's C14N 1.0 without comments (the reference); .ci/run installs lxml.
+fn lxml_c14n(path: &Path) -> Vec<u8> {
+    let script = r#"
+import sys
+from lxml import etree
+tree = etree.parse(sys.argv[1], etree.XMLParser(resolve_entities=False))
+sys.stdout.buffer.write(etree.tostring(tree, method="c14n", with_comments=False))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 with lxml");
+    assert!(
+        out.status.success(),
+        "lxml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// xmllint's C14N 1.0 (with comments: only for documents that have none).
+fn xmllint_c14n(path: &Path) -> Vec<u8> {
+    let out = Command::new("xmllint")
+        .arg("--c14n")
+        .arg(path)
+        .output()
+        .expect("xmllint");
+    assert!(
+        out.status.success(),
+        "xmllint: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn ours(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = c14n::parse(&c14n::normalise_line_ends(&text)).unwrap();
+    c14n::canonicalize(&doc)
+}
+
+#[test]
+fn canonical_form_agrees_with_lxml_and_xmllint_byte_for_byte() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("tests/ceb_corpus").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("xml") {
+            continue;
+        }
+        let mine = ours(&path);
+        let reference = String::from_utf8(lxml_c14n(&path)).unwrap();
+        assert_eq!(mine, reference, "{} differs from lxml", path.display());
+        if !std::fs::read_to_string(&path).unwrap().contains("<!--") {
+            let lint = String::from_utf8(xmllint_c14n(&path)).unwrap();
+            assert_eq!(mine, lint, "{} differs from xmllint", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "the corpus is missing");
+}
+
+use common::*;
+use serde_json::json;
+
+fn cert_pem(sim: &chinaport_proxy::simulator::Simulator) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(sim.sign_cert_der());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// xmlsec1's verdict on a signed document, given the signer's certificate.
+fn xmlsec_verifies(dir: &TempDir, signed: &str, cert: &str) -> bool {
+    let doc = dir.path().join("signed.xml");
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&doc, signed).unwrap();
+    std::fs::write(&pem, cert).unwrap();
+    Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg(&pem)
+        .arg(&doc)
+        .output()
+        .expect("xmlsec1 (.ci/run installs it)")
+        .status
+        .success()
+}
+
+#[test]
+fn signed_messages_verify_with_xmlsec1_and_tampering_is_caught() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let dir = TempDir::new("ceb");
+    let cert = cert_pem(&sim);
+    for entry in std::fs::read_dir("tests/ceb_corpus").unwrap() {
+        let path = entry.unwrap().path();
+        let message = std::fs::read(&path).unwrap();
+        let r = request(
+            proxy.addr,
+            "POST",
+            "/api/ceb/sign",
+            &[("Content-Type", "application/xml")],
+            &message,
+        );
+        assert_eq!(r.status, 200, "{}: {}", path.display(), r.text());
+        assert!(
+            r.header("Content-Type")
+                .unwrap()
+                .starts_with("application/xml")
+        );
+        let signed = r.text();
+        assert!(signed.contains(&format!("<ds:KeyName>{}</ds:KeyName>", sim.cert_no())));
+        assert!(signed.contains("xmldsig#rsa-sha1"));
+        assert!(
+            xmlsec_verifies(&dir, &signed, &cert),
+            "{} does not verify:\n{signed}",
+            path.display()
+        );
+        // the signature is the root's last child
+        let root_end = signed.trim_end().rfind("</").unwrap();
+        assert!(
+            signed[..root_end].ends_with("</ds:Signature>"),
+            "{}",
+            path.display()
+        );
+        // one value changed after signing, inside the signed content
+        let token = ["143.64", "INV-001", "no default"]
+            .into_iter()
+            .find(|t| signed.contains(t))
+            .expect("a token to tamper with");
+        let tampered = signed.replacen(token, &token.replace('1', "2").replace('t', "T"), 1);
+        assert_ne!(tampered, signed);
+        assert!(
+            !xmlsec_verifies(&dir, &tampered, &cert),
+            "{}: tampering not detected",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn json_in_json_out() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let xml = "<CEB311Message xmlns=\"http://www.chinaport.gov.cn/ceb\"><Order>订单 &amp; 1</Order></CEB311Message>";
+    let r = proxy.post("/api/ceb/sign", &json!({"xml": xml}).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["certNo"], sim.cert_no().as_str());
+    assert!(j["digestValue"].as_str().unwrap().len() == 28);
+    let signed = j["signedXml"].as_str().unwrap();
+    assert!(signed.contains(j["signatureValue"].as_str().unwrap()));
+    let dir = TempDir::new("ceb-json");
+    assert!(xmlsec_verifies(&dir, signed, &cert_pem(&sim)));
+    // an empty root element is expanded to hold the signature
+    let r = proxy.post(
+        "/api/ceb/sign",
+        &json!({"xml": "<CEB621Message xmlns=\"http://www.chinaport.gov.cn/ceb\"/>"}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(xmlsec_verifies(
+        &dir,
+        r.json()["signedXml"].as_str().unwrap(),
+        &cert_pem(&sim)
+    ));
+}
+
+#[test]
+fn hostile_and_broken_messages_are_refused() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let xml = |body: &str| {
+        request(
+            proxy.addr,
+            "POST",
+            "/api/ceb/sign",
+            &[("Content-Type", "text/xml")],
+            body.as_bytes(),
+        )
+    };
+    let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><lolz>&lol3;</lolz>"#;
+    let external =
+        r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"#;
+    for (body, needle) in [
+        (laughs, "DOCTYPE"),
+        (external, "DOCTYPE"),
+        ("<a>\n  <b></c></a>", "line 2"),
+        ("<a>&undefined;</a>", "undefined"),
+        (
+            "<a><ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"/></a>",
+            "already has a ds:Signature",
+        ),
+        ("", "line 1"),
+    ] {
+        let r = xml(body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    }
+    let r = request(
+        proxy.addr,
+        "POST",
+        "/api/ceb/sign",
+        &[("Content-Type", "application/xml")],
+        b"<a>\xff</a>",
+    );
+    assert_eq!(r.status, 400);
+    // 10 MB is refused before it is read
+    let big = format!("<a>{}</a>", "x".repeat(10 * 1024 * 1024));
+    let r = xml(&big);
+    assert_eq!(r.status, 413);
+    // and nothing of that reached the card
+    assert!(
+        !sim.received()
+            .iter()
+            .any(|f| f["_method"] == "cus-sec_SpcSignDataAsPEM")
+    );
+    assert_eq!(proxy.get("/health").status, 200);
+}
