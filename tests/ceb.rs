@@ -67,6 +67,12 @@ fn canonical_form_agrees_with_lxml_and_xmllint_byte_for_byte() {
         checked += 1;
     }
     assert!(checked >= 3, "the corpus is missing");
+    // the CRLF message must reach the test as CRLF (.gitattributes keeps the corpus bytes)
+    let crlf = std::fs::read("tests/ceb_corpus/ceb621-crlf.xml").unwrap();
+    assert!(
+        crlf.windows(2).any(|w| w == b"\r\n"),
+        "ceb621-crlf.xml lost its CRLF line ends"
+    );
 }
 
 use common::*;
