@@ -178,18 +178,12 @@ pub fn handle(
     if !rpc::frame_succeeded(&frame) {
         return card_error(&frame, "sign", request_id);
     }
-    let data = frame.get("_args").and_then(|a| a.get("Data"));
-    let value = data
-        .and_then(|d| d.get(0))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let cert_no = data
-        .and_then(|d| d.get(1))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| ukey.status().cert_no())
-        .unwrap_or_default();
+    let Some((value, cert_no)) = rpc::signature_and_cert(&frame, ukey) else {
+        return Reply::json(
+            502,
+            json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": frame}),
+        );
+    };
     let signed = insert(&text, &doc, &signature(&info, &value, &cert_no, &cert));
     if want_json {
         return Reply::json(

@@ -129,23 +129,12 @@ pub fn handle(customs: &Customs, ukey: &Ukey, body: &[u8], request_id: &str) -> 
             json!({"error": format!("the UKey did not sign: {errors}"), "request_id": request_id, "ukey": frame}),
         );
     }
-    let data = frame.get("_args").and_then(|a| a.get("Data"));
-    let sign_value = data
-        .and_then(|d| d.get(0))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let cert_no = data
-        .and_then(|d| d.get(1))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| ukey.status().cert_no())
-        .unwrap_or_default();
-    if sign_value.is_empty() {
+    let Some((sign_value, cert_no)) = rpc::signature_and_cert(&frame, ukey) else {
         return Reply::json(
             502,
             json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": frame}),
         );
-    }
+    };
     let mut warnings = Vec::new();
     if customs.signed_before(&order.session_id) {
         let w = format!(
@@ -155,7 +144,7 @@ pub fn handle(customs: &Customs, ukey: &Ukey, body: &[u8], request_id: &str) -> 
         log::warn!("[{request_id}] {w}");
         warnings.push(w);
     }
-    let payload = order.upload_json(&cert_no, sign_value);
+    let payload = order.upload_json(&cert_no, &sign_value);
     let upload = if order.upload {
         customs.upload(&payload, request_id)
     } else {

@@ -74,6 +74,24 @@ pub fn frame_errors(frame: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What a successful `cus-sec_SpcSignDataAsPEM` reply carries: the signature (`Data[0]`) and the
+/// certificate number (`Data[1]`, else the one the health probe read). `None` without a signature.
+pub fn signature_and_cert(frame: &Value, ukey: &Ukey) -> Option<(String, String)> {
+    let data = frame.get("_args").and_then(|a| a.get("Data"));
+    let signature = data
+        .and_then(|d| d.get(0))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?
+        .to_string();
+    let cert_no = data
+        .and_then(|d| d.get(1))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| ukey.status().cert_no())
+        .unwrap_or_default();
+    Some((signature, cert_no))
+}
+
 /// The HTTP reply for a call error (no answer from the card).
 pub fn call_error_reply(e: &CallError) -> Reply {
     Reply::error(503, e.to_string())
