@@ -32,18 +32,7 @@ enum Upload {
 
 impl Customs {
     pub fn new(upload_url: &str, timeout: Duration, system_roots: bool) -> Customs {
-        use ureq::tls::{RootCerts, TlsConfig};
-        let roots = if system_roots {
-            RootCerts::PlatformVerifier
-        } else {
-            RootCerts::WebPki
-        };
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build()
-            .into();
+        let agent = crate::webhook::http_agent(system_roots, timeout);
         Customs {
             agent,
             upload_url: upload_url.to_string(),

@@ -105,7 +105,7 @@ impl Webhooks {
             masker: masker.clone(),
         };
         let sender = Delivery {
-            agent: agent(settings.system_roots),
+            agent: http_agent(settings.system_roots, ATTEMPT_TIMEOUT),
             settings,
             journal,
             hooks: hooks.clone(),
@@ -206,7 +206,10 @@ impl Webhooks {
     }
 }
 
-fn agent(system_roots: bool) -> ureq::Agent {
+/// An HTTP client for outgoing calls (webhooks, the customs upload): statuses are answers, not
+/// errors; TLS trusts the OS certificate store (`system_roots`, works behind TLS inspection) or
+/// the bundled roots.
+pub fn http_agent(system_roots: bool, timeout: Duration) -> ureq::Agent {
     use ureq::tls::{RootCerts, TlsConfig};
     let roots = if system_roots {
         RootCerts::PlatformVerifier
@@ -214,7 +217,7 @@ fn agent(system_roots: bool) -> ureq::Agent {
         RootCerts::WebPki
     };
     ureq::Agent::config_builder()
-        .timeout_global(Some(ATTEMPT_TIMEOUT))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .tls_config(TlsConfig::builder().root_certs(roots).build())
         .build()
