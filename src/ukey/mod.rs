@@ -98,28 +98,33 @@ pub struct Status {
 
 impl Status {
     pub fn cert_no(&self) -> Option<String> {
-        self.cert_no.lock().map(|g| g.clone()).unwrap_or(None)
+        read(&self.cert_no)
     }
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().map(|g| g.clone()).unwrap_or(None)
+        read(&self.last_error)
     }
     pub fn sign_cert(&self) -> Option<String> {
-        self.sign_cert.lock().map(|g| g.clone()).unwrap_or(None)
+        read(&self.sign_cert)
     }
     fn set_sign_cert(&self, v: Option<String>) {
-        if let Ok(mut g) = self.sign_cert.lock() {
-            *g = v;
-        }
+        write(&self.sign_cert, v);
     }
     fn set_cert_no(&self, v: Option<String>) {
-        if let Ok(mut g) = self.cert_no.lock() {
-            *g = v;
-        }
+        write(&self.cert_no, v);
     }
     fn set_last_error(&self, v: Option<String>) {
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = v;
-        }
+        write(&self.last_error, v);
+    }
+}
+
+/// A copy of a short status string; the lock is held only for the copy.
+fn read(m: &Mutex<Option<String>>) -> Option<String> {
+    m.lock().map(|g| g.clone()).unwrap_or(None)
+}
+
+fn write(m: &Mutex<Option<String>>, v: Option<String>) {
+    if let Ok(mut g) = m.lock() {
+        *g = v;
     }
 }
 
