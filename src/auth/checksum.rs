@@ -9,9 +9,11 @@
 //! `timestamp` and `nonce` fields take part in the signature, so the window and replay rules
 //! apply; the signature field is removed before the body goes on.
 
-use super::md5::{check_window, replay_error};
 use super::replay::ReplayCache;
-use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use super::{
+    AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
+    replay_error,
+};
 use crate::config::ChecksumConfig;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};

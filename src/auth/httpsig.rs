@@ -8,9 +8,10 @@
 //! `content-digest` (verified against the body); `created` is required and within the window,
 //! `expires` is honoured, and a `nonce` is accepted once.
 
-use super::md5::replay_error;
 use super::replay::ReplayCache;
-use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use super::{
+    AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq, replay_error,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use sfv::{BareItem, FieldType, InnerList, Item, ListEntry, Parameters};

@@ -2,8 +2,11 @@
 //! SECRET))` with `X-Timestamp` in milliseconds, a time window either way, replay protection (the
 //! original lacked it) and constant-time comparison.
 
-use super::replay::{Replay, ReplayCache};
-use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use super::replay::ReplayCache;
+use super::{
+    AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
+    parse_ms, replay_error,
+};
 use md5::{Digest, Md5};
 
 /// `hex(MD5(METHOD + PATH + TIMESTAMP + BODY + SECRET))`, lower-case; METHOD is upper-cased.
@@ -89,36 +92,6 @@ impl Md5Scheme {
             .insert(&given, now_ms, 2 * self.max_skew_ms)
             .map_err(replay_error)?;
         Ok(Authenticated::client(client))
-    }
-}
-
-/// Milliseconds since the epoch, digits only.
-pub fn parse_ms(timestamp: &str) -> Result<u64, AuthError> {
-    if timestamp.is_empty()
-        || timestamp.len() > 16
-        || !timestamp.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(AuthError::MalformedTimestamp);
-    }
-    timestamp.parse().map_err(|_| AuthError::MalformedTimestamp)
-}
-
-/// `ts` within `max_skew_ms` of `now`, either way.
-pub fn check_window(ts_ms: u64, now_ms: u64, max_skew_ms: u64) -> Result<(), AuthError> {
-    let skew_ms = i128::from(ts_ms) - i128::from(now_ms);
-    if skew_ms.unsigned_abs() > u128::from(max_skew_ms) {
-        return Err(AuthError::OutsideWindow {
-            skew_ms,
-            max_skew_ms,
-        });
-    }
-    Ok(())
-}
-
-pub fn replay_error(r: Replay) -> AuthError {
-    match r {
-        Replay::Seen => AuthError::Replayed,
-        Replay::Full => AuthError::ReplayCacheFull,
     }
 }
 

@@ -7,9 +7,11 @@
 //! `auth.hmac.require_body_digest`). They are not covered by the signature: they guard against
 //! stale and corrupted requests, not against someone who can rewrite headers.
 
-use super::md5::{check_window, parse_ms, replay_error};
 use super::replay::ReplayCache;
-use super::{AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq};
+use super::{
+    AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
+    parse_ms, replay_error,
+};
 use crate::config::HmacConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

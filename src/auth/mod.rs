@@ -181,6 +181,38 @@ impl fmt::Display for AuthError {
     }
 }
 
+// ---- rules every scheme shares: timestamps, the window, replays ----
+
+/// Milliseconds since the epoch, digits only.
+pub fn parse_ms(timestamp: &str) -> Result<u64, AuthError> {
+    if timestamp.is_empty()
+        || timestamp.len() > 16
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(AuthError::MalformedTimestamp);
+    }
+    timestamp.parse().map_err(|_| AuthError::MalformedTimestamp)
+}
+
+/// `ts` within `max_skew_ms` of `now`, either way.
+pub fn check_window(ts_ms: u64, now_ms: u64, max_skew_ms: u64) -> Result<(), AuthError> {
+    let skew_ms = i128::from(ts_ms) - i128::from(now_ms);
+    if skew_ms.unsigned_abs() > u128::from(max_skew_ms) {
+        return Err(AuthError::OutsideWindow {
+            skew_ms,
+            max_skew_ms,
+        });
+    }
+    Ok(())
+}
+
+pub fn replay_error(r: replay::Replay) -> AuthError {
+    match r {
+        replay::Replay::Seen => AuthError::Replayed,
+        replay::Replay::Full => AuthError::ReplayCacheFull,
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
