@@ -49,6 +49,18 @@ const EXPECTED_SOURCE: &str = concat!(
     r#""91350603MADY5YXCX2","recpName":"漳州伊诗嘉跨境电子商务有限公司"}]"||"serviceTime":"1756571640000""#
 );
 
+/// The JSON that `name` (payExchangeInfoHead or payExchangeInfoLists) has in EXPECTED_SOURCE.
+fn signed_part(name: &str) -> &'static str {
+    let start = EXPECTED_SOURCE
+        .find(&format!("\"{name}\":\""))
+        .map(|i| i + name.len() + 4)
+        .expect("the part is in the source");
+    let len = EXPECTED_SOURCE[start..]
+        .find("\"||")
+        .expect("the part ends");
+    &EXPECTED_SOURCE[start..start + len]
+}
+
 fn setup(extra: Value) -> (chinaport_proxy::simulator::Simulator, Proxy) {
     let sim = simulator();
     let proxy = Proxy::start(&sim.url(), extra);
@@ -89,24 +101,12 @@ fn the_source_string_is_exactly_what_customs_checks_whatever_the_field_order() {
         assert_eq!(signed["args"]["inData"], EXPECTED_SOURCE);
         // head and lists in the answer are byte for byte what was signed
         let text = r.text();
-        let head = EXPECTED_SOURCE
-            .split("\"payExchangeInfoHead\":\"")
-            .nth(1)
-            .unwrap()
-            .split("\"||")
-            .next()
-            .unwrap();
+        let head = signed_part("payExchangeInfoHead");
         assert!(
             text.contains(&format!("\"payExchangeInfoHead\":{head},")),
             "{text}"
         );
-        let lists = EXPECTED_SOURCE
-            .split("\"payExchangeInfoLists\":\"")
-            .nth(1)
-            .unwrap()
-            .split("\"||")
-            .next()
-            .unwrap();
+        let lists = signed_part("payExchangeInfoLists");
         assert!(
             text.contains(&format!("\"payExchangeInfoLists\":{lists},")),
             "{text}"
@@ -346,20 +346,8 @@ fn upload_success_error_code_and_customs_down() {
     );
     let payload = form_value(&got[0].raw, "payExInfoStr");
     // exactly the signed JSON: head and lists as signed, then serviceTime, certNo, signValue
-    let head = EXPECTED_SOURCE
-        .split("\"payExchangeInfoHead\":\"")
-        .nth(1)
-        .unwrap()
-        .split("\"||")
-        .next()
-        .unwrap();
-    let lists = EXPECTED_SOURCE
-        .split("\"payExchangeInfoLists\":\"")
-        .nth(1)
-        .unwrap()
-        .split("\"||")
-        .next()
-        .unwrap();
+    let head = signed_part("payExchangeInfoHead");
+    let lists = signed_part("payExchangeInfoLists");
     let expected = format!(
         r#"{{"sessionID":"123456","payExchangeInfoHead":{head},"payExchangeInfoLists":{lists},"serviceTime":"1756571640000","certNo":"{}","signValue":"{}"}}"#,
         answer["certNo"].as_str().unwrap(),
