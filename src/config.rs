@@ -51,7 +51,7 @@ pub struct CustomsConfig {
 impl Default for CustomsConfig {
     fn default() -> Self {
         CustomsConfig {
-            upload_url: crate::customs179::PRODUCTION_URL.into(),
+            upload_url: crate::customs::customs179::PRODUCTION_URL.into(),
             timeout_ms: 10_000,
         }
     }

@@ -5,9 +5,9 @@ use chinaport_proxy::auth::Scheme;
 use chinaport_proxy::auth::outgoing::{OutKey, Signer};
 use chinaport_proxy::cli::{self, Command};
 use chinaport_proxy::config::{self, Config};
+use chinaport_proxy::http::{self as server, App, HttpServer};
 use chinaport_proxy::logging;
 use chinaport_proxy::mask::{self, Masker};
-use chinaport_proxy::server::{self, App, HttpServer};
 use chinaport_proxy::shutdown;
 #[cfg(feature = "simulator")]
 use chinaport_proxy::simulator::{SimOptions, Simulator};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use chinaport_proxy::c14n;
+use chinaport_proxy::customs::c14n;
 use std::path::Path;
 use std::process::Command;
 

@@ -1,14 +1,17 @@
 //! The HTTP front: the hardened listening socket, the worker threads, request IDs, routing,
 //! body limits and panic isolation. Handlers return a `Reply`; only this module talks to tiny_http.
 
+pub mod customs;
+pub mod reply;
+pub mod rpc;
+
 use crate::auth::{Authenticator, RequestParts};
 use crate::config::{Config, ServerConfig};
-use crate::customs_api::{self, Customs};
 use crate::mask::Masker;
-use crate::reply::{Body, Reply};
-use crate::rpc;
 use crate::ukey::{Ukey, now_ms};
 use crate::webhook::{Audit, Webhooks};
+use customs::{self as customs_api, Customs};
+use reply::{Body, Reply};
 use serde_json::{Value, json};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::Read;
@@ -379,7 +382,7 @@ fn route(app: &App, method: &Method, path: &str, body: &[u8], ex: &mut Exchange)
         ("/api/customs179", _) => method_not_allowed("POST"),
         ("/api/ceb/sign", Method::Post) => {
             ex.ukey_method = Some("ceb.sign".into());
-            let reply = crate::ceb::handle(
+            let reply = crate::customs::ceb::handle(
                 &app.ukey,
                 &app.config.ceb.signature_method,
                 body,
@@ -503,7 +506,7 @@ fn health(app: &App) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::{guarded, path_of};
-    use crate::reply::Reply;
+    use crate::http::reply::Reply;
 
     #[test]
     fn a_panicking_handler_answers_500_and_the_thread_goes_on() {

@@ -5,9 +5,9 @@
 //! certificate in X509Data. The signature is the root's last child, with no whitespace added, so
 //! that removing it (the enveloped-signature transform) gives back exactly what was digested.
 
-use crate::c14n;
-use crate::reply::{Body, Reply};
-use crate::rpc;
+use crate::customs::c14n;
+use crate::http::reply::{Body, Reply};
+use crate::http::rpc;
 use crate::ukey::{SIGN_CERT_METHOD, Ukey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -1,7 +1,7 @@
 //! `POST /rpc`: validates the client's call, hands it to the UKey thread, and maps the card's
 //! answer to an HTTP status (200 done, 400 the card said no, 503 no answer).
 
-use crate::reply::Reply;
+use crate::http::reply::Reply;
 use crate::ukey::{CallError, Ukey};
 use serde_json::{Map, Value};
 

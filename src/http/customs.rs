@@ -2,9 +2,9 @@
 //! uploads the result to customs when asked. The response embeds the head and lists byte for byte
 //! as signed, so it is written by hand rather than through a JSON map (which would reorder them).
 
-use crate::customs179::{self, Order};
-use crate::reply::{Body, Reply};
-use crate::rpc;
+use crate::customs::customs179::{self, Order};
+use crate::http::reply::{Body, Reply};
+use crate::http::rpc;
 use crate::ukey::Ukey;
 use serde_json::{Map, Value, json};
 use std::collections::{HashSet, VecDeque};
