@@ -7,6 +7,51 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The request-signature schemes `auth.scheme` and `webhook.sign_scheme` may name.
+pub const SCHEME_NAMES: [&str; 4] = ["md5", "hmac", "httpsig", "checksum"];
+
+/// Customs' production endpoint for the 179 payment data.
+pub const CUSTOMS_PRODUCTION_URL: &str =
+    "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
+
+/// Host and port of the `ws://` endpoint, parsed once at startup.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("{url:?} must start with ws://"))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("{url:?} has an invalid port {p:?}"))?;
+                (h, port)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        Ok(Endpoint {
+            url: url.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 /// The whole configuration. Every field is optional and falls back to the shipped default;
 /// an unknown field is an error, so a typo never silently keeps a default.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -51,7 +96,7 @@ pub struct CustomsConfig {
 impl Default for CustomsConfig {
     fn default() -> Self {
         CustomsConfig {
-            upload_url: crate::customs::customs179::PRODUCTION_URL.into(),
+            upload_url: CUSTOMS_PRODUCTION_URL.into(),
             timeout_ms: 10_000,
         }
     }
@@ -177,46 +222,6 @@ impl Default for ChecksumConfig {
 impl AuthConfig {
     pub fn schemes(&self) -> &[String] {
         &self.scheme
-    }
-
-    /// Every client with its decoded key material; `app_secret` is the client `default`.
-    pub fn clients(&self) -> Result<crate::auth::Clients, String> {
-        use crate::auth::ClientKey;
-        use base64::Engine;
-        let mut out = Vec::new();
-        if !self.app_secret.is_empty() {
-            out.push((
-                crate::auth::DEFAULT_CLIENT.to_string(),
-                ClientKey::Secret(self.app_secret.as_bytes().to_vec()),
-            ));
-        }
-        for (id, c) in &self.clients {
-            let given = [
-                !c.secret.is_empty(),
-                !c.secret_base64.is_empty(),
-                !c.public_key.is_empty(),
-            ];
-            if given.iter().filter(|g| **g).count() != 1 {
-                return Err(format!(
-                    "client {id:?}: give exactly one of secret, secret_base64, public_key"
-                ));
-            }
-            let key = if !c.secret.is_empty() {
-                ClientKey::Secret(c.secret.as_bytes().to_vec())
-            } else if !c.secret_base64.is_empty() {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(c.secret_base64.trim())
-                    .map_err(|_| format!("client {id:?}: secret_base64 is not base64"))?;
-                ClientKey::Secret(bytes)
-            } else {
-                ClientKey::Ed25519(
-                    crate::auth::parse_ed25519_public(&c.public_key)
-                        .map_err(|e| format!("client {id:?}: public_key: {e}"))?,
-                )
-            };
-            out.push((id.clone(), key));
-        }
-        Ok(out)
     }
 }
 
@@ -534,7 +539,7 @@ impl Config {
                 ),
             ));
         }
-        crate::ukey::conn::Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
+        Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
         if self.server.host.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(
                 "server.host",
@@ -576,7 +581,7 @@ impl Config {
             }
         }
         for scheme in &self.auth.scheme {
-            if crate::auth::Scheme::parse(scheme).is_none() {
+            if !SCHEME_NAMES.contains(&scheme.as_str()) {
                 return Err(invalid(
                     "auth.scheme",
                     &format!("{scheme:?} is not one of md5, hmac, httpsig, checksum"),
@@ -586,11 +591,8 @@ impl Config {
         if self.auth.scheme.is_empty() {
             return Err(invalid("auth.scheme", "name at least one scheme"));
         }
-        self.auth
-            .clients()
-            .map_err(|e| invalid("auth.clients", &e))?;
         if !self.webhook.sign_scheme.is_empty()
-            && crate::auth::Scheme::parse(&self.webhook.sign_scheme).is_none()
+            && !SCHEME_NAMES.contains(&self.webhook.sign_scheme.as_str())
         {
             return Err(invalid(
                 "webhook.sign_scheme",
@@ -766,19 +768,11 @@ mod tests {
             "gw":{"public_key":"MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs="}}}}"#,
         )
         .unwrap();
-        assert_eq!(c.auth.clients().unwrap().len(), 2);
+        assert_eq!(c.auth.clients.len(), 2);
         let e = parse_str(r#"{"auth":{"scheme":"rsa"}}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("auth.scheme"), "{e}");
-        let e = parse_str(r#"{"auth":{"clients":{"erp-7":{"public_key":"nope"}}}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("erp-7") && e.contains("public_key"), "{e}");
-        let e = parse_str(r#"{"auth":{"clients":{"x":{"secret":"a","public_key":"b"}}}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("exactly one"), "{e}");
     }
 
     #[test]

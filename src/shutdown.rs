@@ -37,3 +37,14 @@ impl Signals {
         let _ = self.first.recv();
     }
 }
+
+/// Waits for a thread to end, at most `limit`.
+pub fn join_within(thread: std::thread::JoinHandle<()>, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while !thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    }
+}

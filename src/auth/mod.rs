@@ -279,6 +279,45 @@ pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, S
         .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
 }
 
+/// Every client of the configuration with its decoded key material; `app_secret` is the client
+/// `default`. An error names the client and what is wrong with its key.
+pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
+    let mut out = Vec::new();
+    if !config.app_secret.is_empty() {
+        out.push((
+            DEFAULT_CLIENT.to_string(),
+            ClientKey::Secret(config.app_secret.as_bytes().to_vec()),
+        ));
+    }
+    for (id, c) in &config.clients {
+        let given = [
+            !c.secret.is_empty(),
+            !c.secret_base64.is_empty(),
+            !c.public_key.is_empty(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(format!(
+                "client {id:?}: give exactly one of secret, secret_base64, public_key"
+            ));
+        }
+        let key = if !c.secret.is_empty() {
+            ClientKey::Secret(c.secret.as_bytes().to_vec())
+        } else if !c.secret_base64.is_empty() {
+            let bytes = B64
+                .decode(c.secret_base64.trim())
+                .map_err(|_| format!("client {id:?}: secret_base64 is not base64"))?;
+            ClientKey::Secret(bytes)
+        } else {
+            ClientKey::Ed25519(
+                parse_ed25519_public(&c.public_key)
+                    .map_err(|e| format!("client {id:?}: public_key: {e}"))?,
+            )
+        };
+        out.push((id.clone(), key));
+    }
+    Ok(out)
+}
+
 /// Checks requests against the configured schemes and clients.
 pub struct Authenticator {
     schemes: Vec<Scheme>,
@@ -292,7 +331,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// `None` when authentication is off (no secret and no client).
     pub fn from_config(config: &AuthConfig) -> Result<Option<Authenticator>, String> {
-        let clients = config.clients()?;
+        let clients = clients_of(config)?;
         if clients.is_empty() {
             return Ok(None);
         }
@@ -377,6 +416,24 @@ mod tests {
         assert_eq!(a, c);
         assert!(parse_ed25519_public("not a key").is_err());
         assert!(parse_ed25519_public("AAAA").is_err());
+    }
+
+    #[test]
+    fn client_keys_are_parsed_and_bad_ones_named() {
+        let parse = |text: &str| {
+            let c = crate::config::parse(text.as_bytes(), std::path::Path::new("c.json")).unwrap();
+            clients_of(&c.auth)
+        };
+        let ok = parse(
+            r#"{"auth":{"scheme":["md5","httpsig"],"clients":{
+            "erp":{"secret":"s"},
+            "gw":{"public_key":"MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs="}}}}"#,
+        );
+        assert_eq!(ok.unwrap().len(), 2);
+        let e = parse(r#"{"auth":{"clients":{"erp-7":{"public_key":"nope"}}}}"#).unwrap_err();
+        assert!(e.contains("erp-7") && e.contains("public_key"), "{e}");
+        let e = parse(r#"{"auth":{"clients":{"x":{"secret":"a","public_key":"b"}}}}"#).unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,12 @@
-//! Command-line parsing: `-config PATH` (the Go proxy's spelling), `--config`, `--simulate`,
-//! the `simulate`, `check-config` and `sign` subcommands, `--version` and `--help`.
+//! The command line: parsing (`-config PATH`, the Go proxy's spelling, `--config`, `--simulate`,
+//! `--version`, `--help`) here, and the commands that are not the server in their own files:
+//! `sign`, `check-config`, `simulate`. `load` reads the configuration and starts logging for
+//! every command that needs them.
+
+pub mod check_config;
+pub mod load;
+pub mod sign;
+pub mod simulate;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

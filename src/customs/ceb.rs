@@ -1,18 +1,15 @@
-//! `POST /api/ceb/sign`: puts an enveloped XML-DSig `ds:Signature` made by the UKey into a CEB
+//! CEB XML-DSig: puts an enveloped `ds:Signature` made by the UKey into a CEB
 //! customs message (CEB311 orders, CEB621 inventories, …), the way standard verifiers check it:
 //! DigestValue = SHA-1 of the document's inclusive C14N without comments, SignedInfo
 //! canonicalised in its place and signed by the card, KeyName the certificate number, the signing
 //! certificate in X509Data. The signature is the root's last child, with no whitespace added, so
 //! that removing it (the enveloped-signature transform) gives back exactly what was digested.
 
-use crate::customs::c14n;
-use crate::http::reply::{Body, Reply};
-use crate::http::rpc;
-use crate::ukey::{SIGN_CERT_METHOD, Ukey};
+use super::c14n;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
+use std::fmt;
 
 const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const C14N_URI: &str = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315";
@@ -77,128 +74,88 @@ fn insert(text: &str, doc: &c14n::Document, element: &str) -> String {
     }
 }
 
-/// What the caller sent: the XML, and whether it wants a JSON answer.
-fn input(body: &[u8], content_type: &str) -> Result<(String, bool), String> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| format!("the message is not UTF-8 (at byte {})", e.valid_up_to()))?;
-    let json = content_type.starts_with("application/json")
-        || (!content_type.contains("xml") && text.trim_start().starts_with('{'));
-    if !json {
-        return Ok((text.trim_start_matches('\u{feff}').to_string(), false));
-    }
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    match v.get("xml") {
-        Some(Value::String(x)) => Ok((x.clone(), true)),
-        _ => Err("JSON body must be {\"xml\": \"<the message>\"}".into()),
+/// Why a message cannot be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CebError {
+    /// Not well-formed, or refused (DOCTYPE, …): the position and the reason.
+    NotAccepted(c14n::XmlError),
+    /// It carries a `ds:Signature` already.
+    AlreadySigned,
+    /// SignedInfo could not be canonicalised in place (a bug, not the caller's fault).
+    Internal(&'static str),
+}
+
+impl fmt::Display for CebError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CebError::NotAccepted(e) => write!(f, "the message is not accepted: {e}"),
+            CebError::AlreadySigned => {
+                write!(
+                    f,
+                    "the message already has a ds:Signature; send it unsigned"
+                )
+            }
+            CebError::Internal(what) => write!(f, "internal error: {what}"),
+        }
     }
 }
 
-fn card_error(frame: &Value, what: &str, request_id: &str) -> Reply {
-    let errors = rpc::frame_errors(frame).join("; ");
-    Reply::json(
-        400,
-        json!({"error": format!("the UKey could not {what}: {errors}"), "request_id": request_id, "ukey": frame}),
-    )
+/// A parsed message ready to be signed: its text (line ends LF), its tree and its digest.
+pub struct Unsigned {
+    text: String,
+    doc: c14n::Document,
+    /// Base64 SHA-1 of the document's inclusive C14N.
+    pub digest: String,
 }
 
-/// The signing certificate: the one read on connecting, or asked for now.
-fn certificate(ukey: &Ukey, request_id: &str) -> Result<String, Reply> {
-    if let Some(c) = ukey.status().sign_cert() {
-        return Ok(c);
+impl Unsigned {
+    /// Parses the message, refuses one already signed, and computes its digest.
+    pub fn prepare(xml: &str) -> Result<Unsigned, CebError> {
+        let text = c14n::normalise_line_ends(xml);
+        let doc = c14n::parse(&text).map_err(CebError::NotAccepted)?;
+        if c14n::contains_element(&doc, DSIG_NS, "Signature") {
+            return Err(CebError::AlreadySigned);
+        }
+        let digest = B64.encode(Sha1::digest(c14n::canonicalize(&doc).as_bytes()));
+        Ok(Unsigned { text, doc, digest })
     }
-    let frame = ukey
-        .call(SIGN_CERT_METHOD, Map::new(), request_id)
-        .map_err(|e| rpc::call_error_reply(&e))?;
-    if !rpc::frame_succeeded(&frame) {
-        return Err(card_error(&frame, "hand out its certificate", request_id));
+
+    /// SignedInfo for `method`, canonicalised in its place (inherited namespaces come with it):
+    /// the exact string the card signs.
+    pub fn canonical_signed_info(&self, method: &str) -> Result<String, CebError> {
+        let info = signed_info(method, &self.digest);
+        let draft = insert(&self.text, &self.doc, &signature(&info, "", "", ""));
+        c14n::parse(&draft)
+            .ok()
+            .and_then(|d| {
+                let last = d
+                    .root
+                    .children
+                    .iter()
+                    .filter(|n| matches!(n, c14n::Node::Element(_)))
+                    .count();
+                c14n::canonicalize_subtree(&d, &[last.checked_sub(1)?, 0])
+            })
+            .ok_or(CebError::Internal("could not canonicalise SignedInfo"))
     }
-    frame
-        .get("_args")
-        .and_then(|a| a.get("Data"))
-        .and_then(|d| d.get(0))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| Reply::error(502, "the UKey answered without a certificate"))
+
+    /// The signed message: the signature as the root's last child, nothing else changed.
+    pub fn signed(&self, method: &str, value: &str, cert_no: &str, cert: &str) -> String {
+        let info = signed_info(method, &self.digest);
+        insert(
+            &self.text,
+            &self.doc,
+            &signature(&info, value, cert_no, cert),
+        )
+    }
 }
 
-pub fn handle(
-    ukey: &Ukey,
-    forced_method: &str,
-    body: &[u8],
-    content_type: &str,
-    request_id: &str,
-) -> Reply {
-    let (xml, want_json) = match input(body, content_type) {
-        Ok(i) => i,
-        Err(e) => return Reply::error(400, e),
-    };
-    let text = c14n::normalise_line_ends(&xml);
-    let doc = match c14n::parse(&text) {
-        Ok(d) => d,
-        Err(e) => return Reply::error(400, format!("the message is not accepted: {e}")),
-    };
-    if c14n::contains_element(&doc, DSIG_NS, "Signature") {
-        return Reply::error(
-            400,
-            "the message already has a ds:Signature; send it unsigned",
-        );
-    }
-    let digest = B64.encode(Sha1::digest(c14n::canonicalize(&doc).as_bytes()));
-    let cert = match certificate(ukey, request_id) {
-        Ok(c) => c
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with("-----"))
-            .collect::<String>(),
-        Err(reply) => return reply,
-    };
-    let method = method_for(&cert, forced_method);
-    let info = signed_info(method, &digest);
-    // canonicalise SignedInfo in its place: inherited namespaces come with it
-    let draft = insert(&text, &doc, &signature(&info, "", "", ""));
-    let canonical_info = match c14n::parse(&draft).ok().and_then(|d| {
-        let last = d
-            .root
-            .children
-            .iter()
-            .filter(|n| matches!(n, c14n::Node::Element(_)))
-            .count();
-        c14n::canonicalize_subtree(&d, &[last.checked_sub(1)?, 0])
-    }) {
-        Some(c) => c,
-        None => return Reply::error(500, "internal error: could not canonicalise SignedInfo"),
-    };
-    let mut args = Map::new();
-    args.insert("inData".into(), Value::String(canonical_info));
-    let frame = match ukey.call("cus-sec_SpcSignDataAsPEM", args, request_id) {
-        Ok(f) => f,
-        Err(e) => return rpc::call_error_reply(&e),
-    };
-    if !rpc::frame_succeeded(&frame) {
-        return card_error(&frame, "sign", request_id);
-    }
-    let Some((value, cert_no)) = rpc::signature_and_cert(&frame, ukey) else {
-        return Reply::json(
-            502,
-            json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": frame}),
-        );
-    };
-    let signed = insert(&text, &doc, &signature(&info, &value, &cert_no, &cert));
-    if want_json {
-        return Reply::json(
-            200,
-            json!({"signedXml": signed, "digestValue": digest, "signatureValue": value, "certNo": cert_no}),
-        );
-    }
-    Reply {
-        status: 200,
-        body: Body::Raw {
-            bytes: signed.into_bytes(),
-            content_type: "application/xml; charset=utf-8",
-        },
-        headers: Vec::new(),
-    }
+/// A certificate as the card hands it out, PEM armour and line breaks removed.
+pub fn bare_base64(cert: &str) -> String {
+    cert.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect()
 }
 
 #[cfg(test)]

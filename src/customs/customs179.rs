@@ -7,9 +7,8 @@
 
 use serde_json::{Map, Value};
 
-/// The production upload endpoint.
-pub const PRODUCTION_URL: &str =
-    "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
+/// The production upload endpoint (the default of `customs.upload_url`).
+pub use crate::config::CUSTOMS_PRODUCTION_URL as PRODUCTION_URL;
 /// The test endpoint.
 pub const TEST_URL: &str = "https://swapptest.singlewindow.cn/ceb2grab/grab/realTimeDataUpload";
 

@@ -4,3 +4,4 @@
 pub mod c14n;
 pub mod ceb;
 pub mod customs179;
+pub mod upload;

@@ -1,8 +1,11 @@
 //! `POST /rpc`: validates the client's call, hands it to the UKey thread, and maps the card's
 //! answer to an HTTP status (200 done, 400 the card said no, 503 no answer).
 
-use crate::http::reply::Reply;
-use crate::ukey::{CallError, Ukey};
+use super::App;
+use super::audit;
+use super::exchange::{Exchange, Input};
+use super::reply::{Body, Reply};
+use crate::ukey::{CallError, frame};
 use serde_json::{Map, Value};
 
 /// A validated `/rpc` call.
@@ -42,76 +45,44 @@ pub fn parse_call(body: &[u8]) -> Result<RpcCall, String> {
     Ok(RpcCall { method, args })
 }
 
-/// Whether the card carried out the operation: `_status` "00" and `_args.Result` true.
-pub fn frame_succeeded(frame: &Value) -> bool {
-    let status_ok = frame
-        .get("_status")
-        .and_then(Value::as_str)
-        .is_none_or(|s| s == "00");
-    let result = frame
-        .get("_args")
-        .and_then(|a| a.get("Result"))
-        .and_then(Value::as_bool);
-    status_ok && result != Some(false)
-}
-
-/// The `Error` list of a failed frame, for logs and failure webhooks.
-pub fn frame_errors(frame: &Value) -> Vec<String> {
-    frame
-        .get("_args")
-        .and_then(|a| a.get("Error"))
-        .and_then(Value::as_array)
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| {
-                    e.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| e.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What a successful `cus-sec_SpcSignDataAsPEM` reply carries: the signature (`Data[0]`) and the
-/// certificate number (`Data[1]`, else the one the health probe read). `None` without a signature.
-pub fn signature_and_cert(frame: &Value, ukey: &Ukey) -> Option<(String, String)> {
-    let data = frame.get("_args").and_then(|a| a.get("Data"));
-    let signature = data
-        .and_then(|d| d.get(0))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())?
-        .to_string();
-    let cert_no = data
-        .and_then(|d| d.get(1))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| ukey.status().cert_no())
-        .unwrap_or_default();
-    Some((signature, cert_no))
-}
-
 /// The HTTP reply for a call error (no answer from the card).
 pub fn call_error_reply(e: &CallError) -> Reply {
     Reply::error(503, e.to_string())
 }
 
-/// Runs the call and maps the outcome. The reply frame is the card's, without `_id`.
-pub fn execute(ukey: &Ukey, call: &RpcCall, request_id: &str) -> Reply {
-    match ukey.call(&call.method, call.args.clone(), request_id) {
-        Ok(frame) => {
-            let status = if frame_succeeded(&frame) { 200 } else { 400 };
-            Reply::json(status, frame)
+/// `POST /rpc`: runs the call and maps the outcome. The reply frame is the card's, without `_id`,
+/// with the password masked.
+pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
+    let request_id = ex.request_id.as_str();
+    let call = match parse_call(&input.body) {
+        Ok(c) => c,
+        Err(e) => return Reply::error(400, e),
+    };
+    ex.ukey_method = Some(call.method.clone());
+    if log::log_enabled!(log::Level::Debug) {
+        let args = app.masker.masked(&Value::Object(call.args.clone()));
+        log::debug!("[{request_id}] rpc {} args {}", call.method, args);
+    }
+    let mut reply = match app.ukey.call(&call.method, call.args, request_id) {
+        Ok(f) => {
+            let status = if frame::succeeded(&f) { 200 } else { 400 };
+            Reply::json(status, f)
         }
         Err(e) => call_error_reply(&e),
+    };
+    if let Body::Json(f) = &mut reply.body {
+        app.masker.mask_value(f);
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!("[{request_id}] rpc {} answer {}", call.method, f);
+        }
     }
+    audit::report_operation_failure(app, &call.method, &reply, request_id);
+    reply
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn parses_valid_calls() {
@@ -146,22 +117,5 @@ mod tests {
             let e = parse_call(body).unwrap_err();
             assert!(e.contains(expected), "{e:?} should contain {expected:?}");
         }
-    }
-
-    #[test]
-    fn success_is_status_00_and_result_true() {
-        assert!(frame_succeeded(
-            &json!({"_status":"00","_args":{"Result":true}})
-        ));
-        assert!(!frame_succeeded(
-            &json!({"_status":"00","_args":{"Result":false}})
-        ));
-        assert!(!frame_succeeded(
-            &json!({"_status":"01","_args":{"Result":true}})
-        ));
-        assert_eq!(
-            frame_errors(&json!({"_args":{"Error":["a", 1]}})),
-            vec!["a".to_string(), "1".to_string()]
-        );
     }
 }

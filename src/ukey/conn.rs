@@ -20,43 +20,7 @@ use tungstenite::{Message, Utf8Bytes};
 /// How long a blocking write to the card may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Host and port of the `ws://` endpoint, parsed once at startup.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url:?} must start with ws://"))?;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| format!("{url:?} has an invalid port {p:?}"))?;
-                (h, port)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        Ok(Endpoint {
-            url: url.to_string(),
-            host: host.to_string(),
-            port,
-        })
-    }
-}
+pub use crate::config::Endpoint;
 
 /// What the readiness helper reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

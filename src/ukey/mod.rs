@@ -2,6 +2,7 @@
 //! Exactly one thread (see `run`) owns the WebSocket; everything else talks to it by channel.
 
 pub mod conn;
+pub mod frame;
 mod run;
 
 use crate::config::UkeyConfig;

@@ -10,7 +10,7 @@ use crate::ukey::{UkeyEvent, now_ms};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use journal::{Journal, Kind, Record};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +31,48 @@ pub struct WebhookSettings {
     pub journal_max_bytes: u64,
     /// `true`: the OS certificate store (works behind TLS inspection); `false`: bundled roots.
     pub system_roots: bool,
+}
+
+impl WebhookSettings {
+    /// The settings of `config`; a relative journal path is next to the configuration file.
+    pub fn from_config(config: &crate::config::Config, config_path: &Path) -> WebhookSettings {
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let journal = match config.webhook.journal_path.as_str() {
+            "" => dir.join("webhook-journal.jsonl"),
+            p => dir.join(p), // an absolute path stays as it is
+        };
+        WebhookSettings {
+            audit_url: config.webhook.audit_url.clone(),
+            failure_url: config.webhook.failure_url.clone(),
+            signer: signer_of(config).map(Arc::new),
+            journal_path: journal,
+            journal_max_bytes: config.webhook.journal_max_bytes,
+            system_roots: config.webhook.tls_roots == "system",
+        }
+    }
+}
+
+/// Webhooks are signed with `webhook.sign_scheme` (default: the first accepted scheme) and
+/// `auth.app_secret`; without a secret they go unsigned.
+fn signer_of(config: &crate::config::Config) -> Option<Signer> {
+    if config.auth.app_secret.is_empty() {
+        return None;
+    }
+    let name = match config.webhook.sign_scheme.as_str() {
+        "" => config
+            .auth
+            .scheme
+            .first()
+            .map(String::as_str)
+            .unwrap_or("md5"),
+        s => s,
+    };
+    Some(Signer {
+        scheme: crate::auth::Scheme::parse(name).unwrap_or(crate::auth::Scheme::Md5),
+        key: crate::auth::outgoing::OutKey::Secret(config.auth.app_secret.clone()),
+        key_id: config.webhook.key_id.clone(),
+        checksum: config.auth.checksum.clone(),
+    })
 }
 
 /// What a request thread reports. Cheap to clone.

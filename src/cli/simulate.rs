@@ -1,0 +1,72 @@
+//! `simulate` and `--simulate`: starting the built-in UKey simulator next to (or instead of) the
+//! proxy, its key kept next to the configuration so that its certificate survives restarts.
+
+use crate::config::{Config, Endpoint};
+#[cfg(feature = "simulator")]
+pub use crate::simulator::Simulator;
+use std::path::{Path, PathBuf};
+
+/// Stands in for the simulator in a build without it; never constructed.
+#[cfg(not(feature = "simulator"))]
+pub struct Simulator;
+
+/// Starts the simulator on `listen` (default: where `ukey.url` points).
+#[cfg(feature = "simulator")]
+pub fn start(
+    config: &Config,
+    config_path: &Path,
+    listen: Option<String>,
+) -> Result<Simulator, String> {
+    use crate::simulator::SimOptions;
+    let listen = match listen {
+        Some(l) => l,
+        None => {
+            let ep = Endpoint::parse(&config.ukey.url)?;
+            format!("{}:{}", ep.host, ep.port)
+        }
+    };
+    let key_file = key_file(config_path);
+    let sim = Simulator::start(SimOptions {
+        listen: listen.clone(),
+        password: config.ukey.password.clone(),
+        key_file: Some(key_file.clone()),
+    })
+    .map_err(|e| format!("cannot start the UKey simulator on {listen}: {e}"))?;
+    log::warn!(
+        "UKey SIMULATOR listening on {} (key {}): its signatures are NOT valid at customs",
+        sim.url(),
+        key_file.display()
+    );
+    Ok(sim)
+}
+
+#[cfg(not(feature = "simulator"))]
+pub fn start(_: &Config, _: &Path, _: Option<String>) -> Result<Simulator, String> {
+    let _ = Endpoint::parse;
+    Err("this build has no UKey simulator (built without the `simulator` feature)".into())
+}
+
+#[cfg(feature = "simulator")]
+fn key_file(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("simulator-ukey.pem")
+}
+
+/// `simulate`: only the simulator, with the fault knobs given on the command line, until killed.
+pub fn run_only(
+    config_path: Option<PathBuf>,
+    listen: Option<String>,
+    faults: &serde_json::Value,
+) -> Result<(), String> {
+    let (config, path) = super::load::load(config_path)?;
+    let sim = start(&config, &path, listen)?;
+    #[cfg(feature = "simulator")]
+    log::info!("simulator faults: {}", sim.faults().apply(faults));
+    #[cfg(not(feature = "simulator"))]
+    let _ = (sim, faults);
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,107 @@
+//! Talking to customs' `realTimeDataUpload` endpoint for the 179 data, and remembering which
+//! session IDs were signed (customs rejects a reused one). An outgoing client only: nothing here
+//! serves HTTP.
+
+use super::customs179;
+use serde_json::{Value, json};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Session IDs remembered to warn about a second signature.
+const SESSIONS_KEPT: usize = 10_000;
+
+/// What happened to an upload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upload {
+    NotAsked,
+    /// Customs answered `code` 10000.
+    Accepted(Value),
+    /// Customs answered, but not 10000 (its reply is kept for the caller).
+    Refused(Value),
+    /// Customs could not be reached.
+    Failed(String),
+}
+
+/// The customs upload client and the session IDs already signed.
+pub struct Customs {
+    agent: ureq::Agent,
+    upload_url: String,
+    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl Customs {
+    pub fn new(upload_url: &str, agent: ureq::Agent) -> Customs {
+        Customs {
+            agent,
+            upload_url: upload_url.to_string(),
+            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+
+    /// Builds the client with the shared outgoing-HTTP settings.
+    pub fn with_timeout(upload_url: &str, timeout: Duration, system_roots: bool) -> Customs {
+        Customs::new(
+            upload_url,
+            crate::webhook::http_agent(system_roots, timeout),
+        )
+    }
+
+    /// True when this session ID was signed before (customs rejects a reused one).
+    pub fn signed_before(&self, session: &str) -> bool {
+        let Ok(mut guard) = self.seen.lock() else {
+            return false;
+        };
+        let (set, order) = &mut *guard;
+        if set.contains(session) {
+            return true;
+        }
+        if order.len() >= SESSIONS_KEPT
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        set.insert(session.to_string());
+        order.push_back(session.to_string());
+        false
+    }
+
+    /// POSTs the signed object as the form field `payExInfoStr`.
+    pub fn upload(&self, payload: &str, request_id: &str) -> Upload {
+        let form = format!("payExInfoStr={}", customs179::form_encode(payload));
+        let sent = self
+            .agent
+            .post(self.upload_url.as_str())
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .send(form.as_bytes());
+        let mut response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Upload::Failed(format!(
+                    "customs upload to {} failed: {e}",
+                    self.upload_url
+                ));
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let reply: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({"status": status, "body": text}));
+        let code = reply.get("code").and_then(|c| {
+            c.as_str()
+                .map(str::to_owned)
+                .or_else(|| c.as_i64().map(|n| n.to_string()))
+        });
+        log::info!(
+            "[{request_id}] customs upload answered {status}, code {}",
+            code.as_deref().unwrap_or("none")
+        );
+        match code.as_deref() {
+            Some("10000") if (200..300).contains(&status) => Upload::Accepted(reply),
+            _ => Upload::Refused(reply),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What is known about one request while it is handled: its ID, when it arrived, who sent it,
+//! what it called, and what goes into its log line and audit record. Handlers get the body as an
+//! `Input` and fill in the `Exchange`.
+
+use serde_json::Value;
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// The request body and its Content-Type (lower-cased), as the handler sees them.
+#[derive(Debug, Default)]
+pub struct Input {
+    pub body: Vec<u8>,
+    pub content_type: String,
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_id: String,
+    /// When the request's head had been read. Its time budget runs from here.
+    pub arrived: Instant,
+    /// The caller's address, for the log line and the audit record.
+    pub client_ip: Option<IpAddr>,
+    /// The UKey method (or endpoint name) it called, for the log line and audit.
+    pub ukey_method: Option<String>,
+    /// Set once the request passed authentication and reached routing: it is then audited.
+    pub audit_request: Option<Value>,
+    /// Who signed it, with which scheme, and the caller's trace id (x-mg-traceid).
+    pub client: Option<String>,
+    pub scheme: &'static str,
+    pub trace_id: Option<String>,
+    /// Headers the authentication scheme adds to the response.
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl Exchange {
+    pub fn new(arrived: Instant, client_ip: Option<IpAddr>) -> Exchange {
+        Exchange {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            arrived,
+            client_ip,
+            ukey_method: None,
+            audit_request: None,
+            client: None,
+            scheme: "",
+            trace_id: None,
+            response_headers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `GET /health`: whether the card is connected and answering, for monitors and the operator.
+
+use super::App;
+use super::exchange::{Exchange, Input};
+use super::reply::Reply;
+use crate::ukey::now_ms;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
+    let status = app.ukey.status();
+    let connected = status.connected.load(Ordering::SeqCst);
+    let probe_ms = status.last_probe_ms.load(Ordering::SeqCst);
+    let probe_ok = status.last_probe_ok.load(Ordering::SeqCst);
+    let healthy = connected && probe_ok;
+    let backlog = app.webhooks.backlog();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "connected": connected,
+        "cert_no": status.cert_no(),
+        "last_probe": {
+            "time_ms": if probe_ms == 0 { None } else { Some(probe_ms) },
+            "ok": probe_ok,
+        },
+        "last_error": status.last_error().map(|e| app.masker.mask_str(&e)),
+        "in_flight": status.in_flight.load(Ordering::SeqCst),
+        "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
+        "uptime_s": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "time_ms": now_ms(),
+    });
+    Reply::json(if healthy { 200 } else { 503 }, body)
+}

@@ -1,0 +1,187 @@
+//! One request end to end, in explicit phases: route lookup, body, authentication, handler,
+//! then the log line, the audit record and the response. A panic in a handler answers 500 and
+//! the thread lives on.
+
+use super::exchange::{Exchange, Input};
+use super::reply::Reply;
+use super::routes::{self, Access, Found};
+use super::{App, audit, body};
+use crate::auth::RequestParts;
+use crate::ukey::now_ms;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tiny_http::Request;
+
+/// Counts a request in `App::in_flight` for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Handles one request and answers it.
+pub fn handle(app: &App, mut request: Request) {
+    let _counted = InFlight::enter(&app.in_flight);
+    let mut ex = Exchange::new(Instant::now(), request.remote_addr().map(|a| a.ip()));
+    let method = request.method().to_string();
+    let path = path_of(request.url()).to_string();
+    let request_id = ex.request_id.clone();
+    let mut reply = guarded(&request_id, || serve(app, &mut request, &path, &mut ex));
+    reply.headers.append(&mut ex.response_headers);
+    if ex.scheme == "hmac" {
+        reply
+            .headers
+            .push(("x-mg-code".into(), reply.status.to_string()));
+    }
+    log::info!(
+        "[{request_id}] {method} {path}{}{} -> {} in {} ms{}",
+        if ex.ukey_method.is_some() { " " } else { "" },
+        ex.ukey_method.as_deref().unwrap_or(""),
+        reply.status,
+        ex.arrived.elapsed().as_millis(),
+        ex.trace_id
+            .as_deref()
+            .map(|t| format!(" trace={t}"))
+            .unwrap_or_default()
+    );
+    // journaled before the response goes out: a process killed after answering loses nothing
+    audit::record(app, &ex, &reply);
+    if let Err(e) = request.respond(reply.into_response(&request_id)) {
+        log::debug!("[{request_id}] could not send the response: {e}");
+    }
+}
+
+/// Open routes (health) are answered before anything else; every other request is read,
+/// authenticated, and only then routed: an unauthenticated request never reaches the card, and
+/// learns nothing of which paths exist.
+fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Reply {
+    if app.draining.load(Ordering::SeqCst) {
+        return Reply::error(503, "proxy is shutting down");
+    }
+    let found = routes::find(request.method(), path);
+    if let Found::Route(route) = &found
+        && route.access == Access::Open
+    {
+        return (route.handler)(app, &Input::default(), ex);
+    }
+    let mut input = match body::read(request, app.config.server.max_body_bytes) {
+        Ok(i) => i,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = authenticate(app, request, path, &mut input, ex) {
+        return reply;
+    }
+    ex.audit_request = Some(audit::request_summary(&input.body));
+    match found {
+        Found::Route(route) => (route.handler)(app, &input, ex),
+        other => routes::not_routed(&other, path),
+    }
+}
+
+/// Checks the request's signature when authentication is on. A checksum-signed body comes back
+/// without its signature field.
+fn authenticate(
+    app: &App,
+    request: &Request,
+    path: &str,
+    input: &mut Input,
+    ex: &mut Exchange,
+) -> Result<(), Reply> {
+    let Some(auth) = &app.auth else {
+        return Ok(());
+    };
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let url = request.url().split('#').next().unwrap_or("");
+    let query = url.find('?').map(|i| &url[i..]).unwrap_or("");
+    let parts = RequestParts {
+        method: request.method().as_str(),
+        path,
+        query,
+        authority: headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(""),
+        headers: &headers,
+        body: &input.body,
+    };
+    match auth.verify(&parts, now_ms()) {
+        Ok(ok) => {
+            ex.client = Some(ok.client);
+            ex.scheme = ok.scheme;
+            ex.trace_id = ok.trace_id;
+            ex.response_headers = ok.response_headers;
+            if let Some(changed) = ok.body {
+                input.body = changed; // checksum: the signature field is removed before it goes on
+            }
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("[{}] authentication failed: {e}", ex.request_id);
+            let mut reply = Reply::error(401, format!("authentication failed: {e}"));
+            reply.headers = auth.failure_headers(&parts);
+            Err(reply)
+        }
+    }
+}
+
+/// Runs a handler; a panic in it becomes a 500 reply instead of taking the thread down.
+fn guarded(request_id: &str, handler: impl FnOnce() -> Reply) -> Reply {
+    catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| {
+        log::error!("[{request_id}] handler panicked; answered 500");
+        Reply::error(500, "internal error; the request was not completed")
+    })
+}
+
+fn path_of(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{guarded, path_of};
+    use crate::http::reply::Reply;
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_the_thread_goes_on() {
+        let worker = std::thread::spawn(|| {
+            let first = guarded("r1", || panic!("boom"));
+            let second = guarded("r2", || Reply::json(200, serde_json::json!({})));
+            (
+                first.status,
+                first.error_message().map(str::to_owned),
+                second.status,
+            )
+        });
+        let (first, message, second) = worker.join().expect("the worker thread survived");
+        assert_eq!(first, 500);
+        assert!(message.unwrap().contains("internal error"));
+        assert_eq!(second, 200);
+    }
+
+    #[test]
+    fn path_drops_query() {
+        assert_eq!(path_of("/rpc?x=1"), "/rpc");
+        assert_eq!(path_of("/rpc"), "/rpc");
+        assert_eq!(path_of("/a#b"), "/a");
+    }
+}
