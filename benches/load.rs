@@ -1,8 +1,14 @@
-//! Load benchmark (not a test): the proxy binary against a zero-latency UKey simulator, at 1, 16
-//! and 64 concurrent keep-alive HTTP clients, next to the same load sent straight over one
-//! WebSocket. Prints requests/s, p50/p99 latency and the proxy's peak RSS.
+//! Load benchmark (not a test), in two modes:
+//! - `zero`: the proxy binary against a zero-latency UKey simulator, at 1, 16 and 64 concurrent
+//!   keep-alive HTTP clients, next to the same load sent straight over one WebSocket. Prints
+//!   requests/s, p50/p99 latency and the proxy's peak RSS.
+//! - `card`: a realistic card (the simulator answering each call after 150 ms, one at a time) at
+//!   64 and 128 clients, next to one direct WebSocket client calling it back to back, which is
+//!   the physical limit. Prints card utilisation (proxy ÷ direct), p50/p99/max latency and 503s.
 //!
-//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_SECONDS` sets each run's length.
+//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_MODE` = `zero`, `card` or
+//! `all` (default); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CARD_SECONDS`
+//! each realistic-card run's (default 15).
 
 use chinaport_proxy::simulator::{SimOptions, Simulator};
 use serde_json::json;
@@ -107,6 +113,44 @@ impl HttpClient {
         }
     }
 
+    /// A signing call; the status and `Retry-After`, `None` when the connection failed.
+    fn call_status(&mut self) -> Option<(u16, Option<u64>)> {
+        let body = json!({"_method": "cus-sec_SpcSignDataAsPEM", "args": {"inData": "month-end"}})
+            .to_string();
+        let req = format!(
+            "POST /rpc HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.writer.write_all(req.as_bytes()).ok()?;
+        let mut status_line = String::new();
+        if self.reader.read_line(&mut status_line).ok()? == 0 {
+            return None;
+        }
+        let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+        let (mut len, mut retry) = (0usize, None);
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("retry-after") {
+                    retry = v.trim().parse().ok();
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).ok()?;
+        Some((status, retry))
+    }
+
     fn call(&mut self, n: usize) -> bool {
         let body = json!({"_method": "cus-sec_SpcGetCertNo", "args": {"n": n}}).to_string();
         let req = format!(
@@ -173,10 +217,20 @@ fn direct_call(ws: &mut SharedWs, _n: usize) -> bool {
     }
 }
 
-fn start_proxy(sim: &Simulator, dir: &std::path::Path) -> (Child, SocketAddr) {
+fn start_proxy(
+    sim: &Simulator,
+    dir: &std::path::Path,
+    ukey: serde_json::Value,
+) -> (Child, SocketAddr) {
+    let mut ukey_config =
+        json!({"url": sim.url(), "password": PASSWORD, "health_interval_s": 3600});
+    if let (Some(base), Some(extra)) = (ukey_config.as_object_mut(), ukey.as_object()) {
+        base.extend(extra.clone());
+    }
+    // every benchmark client comes from 127.0.0.1: lift the per-address cap
     let config = json!({
-        "server": {"host": "127.0.0.1", "port": "0", "workers": 16},
-        "ukey": {"url": sim.url(), "password": PASSWORD, "health_interval_s": 3600},
+        "server": {"host": "127.0.0.1", "port": "0", "max_connections_per_ip": 1024},
+        "ukey": ukey_config,
     });
     let path = dir.join("bench-config.json");
     std::fs::write(&path, config.to_string()).unwrap();
@@ -217,12 +271,161 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn main() {
-    // `cargo bench` passes --bench; nothing else to parse
-    let secs: f64 = std::env::var("BENCH_SECONDS")
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse
+    let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "all".into());
+    if mode == "zero" || mode == "all" {
+        zero_latency(env_f64("BENCH_SECONDS", 2.0));
+    }
+    if mode == "card" || mode == "all" {
+        realistic_card(env_f64("BENCH_CARD_SECONDS", 15.0));
+    }
+}
+
+fn bench_simulator() -> Simulator {
+    Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
+        ),
+    })
+    .expect("simulator")
+}
+
+/// One direct client calling `sim` back to back for `secs`: the most a card can do.
+fn direct_serial(sim: &Simulator, secs: f64) -> usize {
+    let tcp = TcpStream::connect(sim.addr()).expect("direct tcp");
+    tcp.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client::client(sim.url(), tcp).expect("direct websocket");
+    let mut ws: SharedWs = Arc::new(Mutex::new((ws, 1_000_000)));
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut n = 0;
+    while Instant::now() < end {
+        assert!(direct_call(&mut ws, n), "a direct call failed");
+        n += 1;
+    }
+    n
+}
+
+/// What one realistic-card client saw.
+#[derive(Default)]
+struct CardRun {
+    ok: Vec<Duration>,
+    shed: usize,
+    other: usize,
+}
+
+/// `clients` keep-alive clients calling for `secs`; a 503 is retried after its `Retry-After`,
+/// as a well-behaved ERP would.
+fn card_clients(addr: SocketAddr, clients: usize, secs: f64) -> CardRun {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = HttpClient::new(addr);
+                let mut run = CardRun::default();
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    match c.call_status() {
+                        // only what was answered within the run counts against the direct client
+                        Some((200, _)) if Instant::now() <= end => run.ok.push(t.elapsed()),
+                        Some((200, _)) => {}
+                        Some((503, retry)) => {
+                            run.shed += 1;
+                            let wait = Duration::from_secs(retry.unwrap_or(1));
+                            std::thread::sleep(
+                                wait.min(end.saturating_duration_since(Instant::now())),
+                            );
+                        }
+                        _ => {
+                            run.other += 1;
+                            c = HttpClient::new(addr);
+                        }
+                    }
+                }
+                run
+            })
+        })
+        .collect();
+    let mut all = CardRun::default();
+    for h in handles {
+        let r = h.join().expect("client");
+        all.ok.extend(r.ok);
+        all.shed += r.shed;
+        all.other += r.other;
+    }
+    all.ok.sort();
+    all
+}
+
+fn realistic_card(secs: f64) {
+    const CARD_MS: u64 = 150;
+    let sim = bench_simulator();
+    sim.faults().set_latency(Duration::from_millis(CARD_MS));
+    let dir = std::env::temp_dir().join(format!("chinaport-bench-card-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "\nrealistic card: {CARD_MS} ms per call, one at a time; {secs} s per run; 503s retried after Retry-After"
+    );
+    let direct = direct_serial(&sim, secs);
+    println!("direct client back to back (the physical limit): {direct} calls");
+    println!(
+        "{:>8} {:>10} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7}",
+        "clients", "budget", "200s", "util", "503s", "p50 ms", "p99 ms", "max ms", "dropped"
+    );
+    // 64 clients with a generous budget: nobody shed, so the longest wait shows fairness;
+    // 128 clients on the default 10 s budget: the month-end batch
+    for (clients, budget_ms) in [(64usize, 30_000u64), (128, 10_000)] {
+        let (mut child, addr) = start_proxy(&sim, &dir, json!({"timeout_ms": budget_ms}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !HttpClient::new(addr).call(0) {
+            assert!(
+                Instant::now() < deadline,
+                "proxy never reached the simulator"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let run = card_clients(addr, clients, secs);
+        let pick = |q: f64| {
+            let i = ((run.ok.len() as f64 - 1.0) * q).round() as usize;
+            run.ok
+                .get(i)
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "{clients:>8} {:>8} s {:>8} {:>7.1}% {:>7} {:>9.0} {:>9.0} {:>9.0} {:>7}",
+            budget_ms / 1000,
+            run.ok.len(),
+            100.0 * run.ok.len() as f64 / direct as f64,
+            run.shed,
+            pick(0.5),
+            pick(0.99),
+            pick(1.0),
+            run.other
+        );
+        if clients == 64 {
+            println!(
+                "         fairness: longest wait {:.0} ms, bound 1.2 x 64 x {CARD_MS} ms = {:.0} ms",
+                pick(1.0),
+                1.2 * 64.0 * CARD_MS as f64
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn zero_latency(secs: f64) {
     let sim = Simulator::start(SimOptions {
         listen: "127.0.0.1:0".into(),
         password: PASSWORD.into(),
@@ -233,7 +436,7 @@ fn main() {
     .expect("simulator");
     let dir = std::env::temp_dir().join(format!("chinaport-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut child, addr) = start_proxy(&sim, &dir);
+    let (mut child, addr) = start_proxy(&sim, &dir, json!({}));
     // wait until the proxy reaches the card
     let deadline = Instant::now() + Duration::from_secs(10);
     while !HttpClient::new(addr).call(0) {

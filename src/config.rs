@@ -113,12 +113,19 @@ pub struct ServerConfig {
         serialize_with = "port_as_string"
     )]
     pub port: u16,
-    /// HTTP worker threads handling requests.
+    /// Kept so that older configuration files still load; it has no effect: every connection is
+    /// served on its own thread, bounded by `max_connections` and `max_connections_per_ip`.
     pub workers: usize,
     /// Connections open at once; one more is answered 503 and closed.
     pub max_connections: usize,
-    /// A connection that sends nothing for this long is closed (idle keep-alive or a slow client).
+    /// Connections open at once from one client address; one more is answered 503 and closed.
+    pub max_connections_per_ip: usize,
+    /// A connection that sends nothing for this long while no request of its own is being
+    /// answered is closed: idle keep-alive, or a slow head or body. Never while it waits for
+    /// its answer.
     pub read_timeout_ms: u64,
+    /// A request head must be complete this long after its first byte.
+    pub header_timeout_ms: u64,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
 }
@@ -304,8 +311,10 @@ impl Default for ServerConfig {
             host: "0.0.0.0".into(),
             port: 8780,
             workers: 8,
-            max_connections: 256,
+            max_connections: 1024,
+            max_connections_per_ip: 32,
             read_timeout_ms: 15_000,
+            header_timeout_ms: 10_000,
             max_body_bytes: 2 * 1024 * 1024,
         }
     }
@@ -546,10 +555,15 @@ impl Config {
                 "must be an IP address such as 0.0.0.0 or 127.0.0.1",
             ));
         }
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 9] = [
             ("server.workers", self.server.workers as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            (
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip as u64,
+            ),
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
             ("ukey.timeout_ms", self.ukey.timeout_ms),
             ("ukey.health_interval_s", self.ukey.health_interval_s),

@@ -34,7 +34,15 @@ fn code(p: &Path) -> String {
 #[test]
 fn config_is_plain_data_and_imports_no_other_layer() {
     let text = code(&src().join("config.rs"));
-    for layer in ["auth", "http", "ukey", "customs", "webhook", "cli", "simulator"] {
+    for layer in [
+        "auth",
+        "http",
+        "ukey",
+        "customs",
+        "webhook",
+        "cli",
+        "simulator",
+    ] {
         assert!(
             !text.contains(&format!("crate::{layer}")),
             "config.rs imports crate::{layer}"
@@ -50,7 +58,11 @@ fn the_customs_domain_serves_no_http() {
     for f in files {
         let text = code(&f);
         for forbidden in ["tiny_http", "crate::http", "Reply"] {
-            assert!(!text.contains(forbidden), "{} uses {forbidden}", f.display());
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                f.display()
+            );
         }
     }
 }
@@ -60,7 +72,11 @@ fn only_the_http_front_talks_to_tiny_http() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     for f in files {
-        let rel = f.strip_prefix(src()).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(src())
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         if rel.starts_with("http/") {
             continue;
         }
@@ -71,7 +87,10 @@ fn only_the_http_front_talks_to_tiny_http() {
 #[test]
 fn main_only_wires() {
     let lines = read(&src().join("main.rs")).lines().count();
-    assert!(lines <= 150, "main.rs has {lines} lines; move logic into a module");
+    assert!(
+        lines <= 150,
+        "main.rs has {lines} lines; move logic into a module"
+    );
 }
 
 #[test]

@@ -182,7 +182,7 @@ fn concurrent_calls_get_their_own_answers(max_in_flight: usize, reverse_batch: u
     let proxy = Proxy::start(
         &sim.url(),
         json!({"ukey": {"max_in_flight": max_in_flight, "timeout_ms": 10000, "health_interval_s": 3600},
-               "server": {"workers": 64},
+               "server": {"max_connections_per_ip": 128},
                "log": {"verbose": false}}),
     );
     // the first probe is answered before batching starts, so 64 calls make whole batches

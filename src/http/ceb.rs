@@ -15,12 +15,13 @@ const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
 pub fn sign(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
     ex.ukey_method = Some("ceb.sign".into());
-    let reply = sign_message(app, input, &ex.request_id);
+    let reply = sign_message(app, input, ex);
     audit::report_operation_failure(app, SIGN_METHOD, &reply, &ex.request_id);
     reply
 }
 
-fn sign_message(app: &App, input: &Input, request_id: &str) -> Reply {
+fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
+    let request_id = ex.request_id.as_str();
     let (xml, want_json) = match message_of(&input.body, &input.content_type) {
         Ok(i) => i,
         Err(e) => return Reply::error(400, e),
@@ -30,7 +31,7 @@ fn sign_message(app: &App, input: &Input, request_id: &str) -> Reply {
         Err(e @ CebError::Internal(_)) => return Reply::error(500, e.to_string()),
         Err(e) => return Reply::error(400, e.to_string()),
     };
-    let cert = match certificate(app, request_id) {
+    let cert = match certificate(app, ex) {
         Ok(c) => ceb::bare_base64(&c),
         Err(reply) => return reply,
     };
@@ -41,7 +42,7 @@ fn sign_message(app: &App, input: &Input, request_id: &str) -> Reply {
     };
     let mut args = Map::new();
     args.insert("inData".into(), Value::String(canonical_info));
-    let f = match app.ukey.call(SIGN_METHOD, args, request_id) {
+    let f = match app.ukey.call(SIGN_METHOD, args, request_id, ex.arrived) {
         Ok(f) => f,
         Err(e) => return call_error_reply(&e),
     };
@@ -97,13 +98,14 @@ fn card_error(f: &Value, what: &str, request_id: &str) -> Reply {
 }
 
 /// The signing certificate: the one read on connecting, or asked for now.
-fn certificate(app: &App, request_id: &str) -> Result<String, Reply> {
+fn certificate(app: &App, ex: &Exchange) -> Result<String, Reply> {
+    let request_id = ex.request_id.as_str();
     if let Some(c) = app.ukey.status().sign_cert() {
         return Ok(c);
     }
     let f = app
         .ukey
-        .call(SIGN_CERT_METHOD, Map::new(), request_id)
+        .call(SIGN_CERT_METHOD, Map::new(), request_id, ex.arrived)
         .map_err(|e| call_error_reply(&e))?;
     if !frame::succeeded(&f) {
         return Err(card_error(&f, "hand out its certificate", request_id));

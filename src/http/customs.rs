@@ -16,12 +16,13 @@ const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
 pub fn post_179(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
     ex.ukey_method = Some("customs179".into());
-    let reply = sign(app, &input.body, &ex.request_id);
+    let reply = sign(app, &input.body, ex);
     audit::report_operation_failure(app, SIGN_METHOD, &reply, &ex.request_id);
     reply
 }
 
-fn sign(app: &App, body: &[u8], request_id: &str) -> Reply {
+fn sign(app: &App, body: &[u8], ex: &Exchange) -> Reply {
+    let request_id = ex.request_id.as_str();
     let order = match customs179::parse_order(body) {
         Ok(o) => o,
         Err(e) => return Reply::error(400, format!("invalid customs 179 data: {e}")),
@@ -29,7 +30,7 @@ fn sign(app: &App, body: &[u8], request_id: &str) -> Reply {
     let source = order.source();
     let mut args = Map::new();
     args.insert("inData".into(), Value::String(source.clone()));
-    let f = match app.ukey.call(SIGN_METHOD, args, request_id) {
+    let f = match app.ukey.call(SIGN_METHOD, args, request_id, ex.arrived) {
         Ok(f) => f,
         Err(e) => return call_error_reply(&e),
     };

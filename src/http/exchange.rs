@@ -30,6 +30,8 @@ pub struct Exchange {
     pub trace_id: Option<String>,
     /// Headers the authentication scheme adds to the response.
     pub response_headers: Vec<(String, String)>,
+    /// Set when authentication failed: the rule that failed, for the (bounded) audit record.
+    pub auth_failure: Option<String>,
 }
 
 impl Exchange {
@@ -44,6 +46,18 @@ impl Exchange {
             scheme: "",
             trace_id: None,
             response_headers: Vec::new(),
+            auth_failure: None,
         }
+    }
+
+    /// The wall-clock time of arrival in Unix milliseconds: what a signature's timestamp is
+    /// judged against, so that time spent waiting inside the proxy never makes a caller stale.
+    pub fn arrived_ms(&self) -> u64 {
+        crate::ukey::now_ms().saturating_sub(self.arrived.elapsed().as_millis() as u64)
+    }
+
+    /// The client address as text, for log lines and audit records.
+    pub fn client_ip_text(&self) -> String {
+        self.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
     }
 }

@@ -26,7 +26,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Why the HTTP server could not start.
@@ -67,6 +66,8 @@ pub struct App {
     /// Set on shutdown: new requests on open connections get 503.
     pub draining: AtomicBool,
     pub customs: Customs,
+    /// Bounds the audit records of failed authentication.
+    pub failed_auth: audit::FailedAuthGate,
 }
 
 impl App {
@@ -90,15 +91,17 @@ impl App {
                 Duration::from_millis(config.customs.timeout_ms),
                 config.webhook.tls_roots == "system",
             ),
+            failed_auth: audit::FailedAuthGate::default(),
             config,
         })
     }
 }
 
-/// The running HTTP server: its address and its workers.
+/// The running HTTP server. Each connection is served on its own thread (tiny_http's), which
+/// answers its requests one after the other: there is no worker pool and no queue in front of
+/// the handlers, so the number of requests in progress is bounded by the connection caps alone.
 pub struct HttpServer {
-    http: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
+    http: tiny_http::Server,
     pub addr: SocketAddr,
 }
 
@@ -126,42 +129,30 @@ pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
 }
 
 impl HttpServer {
-    /// Serves `listener` with `config.server.workers` worker threads.
+    /// Serves `listener`, every request handled by `serve::handle` on its connection's thread.
     pub fn start(listener: TcpListener, app: Arc<App>) -> std::io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        let timeout = Some(Duration::from_millis(app.config.server.read_timeout_ms));
+        let server = &app.config.server;
+        let timeout = Some(Duration::from_millis(server.read_timeout_ms));
         let limits = tiny_http::ConnectionLimits {
-            max_connections: app.config.server.max_connections,
+            max_connections: server.max_connections,
+            max_connections_per_ip: server.max_connections_per_ip,
+            header_timeout: Some(Duration::from_millis(server.header_timeout_ms)),
             over_capacity_response: over_capacity_response(),
             read_timeout: timeout,
             write_timeout: timeout,
         };
-        let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let http = Arc::new(http);
-        let mut workers = Vec::new();
-        for n in 0..app.config.server.workers {
-            let http = http.clone();
+        let handler: tiny_http::RequestHandler = {
             let app = app.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("http-{n}"))
-                    .spawn(move || {
-                        while let Ok(request) = http.recv() {
-                            serve::handle(&app, request);
-                        }
-                    })?,
-            );
-        }
-        Ok(HttpServer {
-            http,
-            workers,
-            addr,
-        })
+            Arc::new(move |request| serve::handle(&app, request))
+        };
+        let http = tiny_http::Server::from_listener_with_handler(listener, limits, handler)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(HttpServer { http, addr })
     }
 
     /// The graceful stop: no new connections, new requests on open ones answered 503, and up to
-    /// `limit` for the requests in flight to finish. Then the workers are told to end.
+    /// `limit` for the requests in flight to finish.
     pub fn drain(self, app: &App, limit: Duration) {
         log::info!(
             "stop requested: no new connections; letting {} request(s) finish (up to {} s)",
@@ -180,10 +171,6 @@ impl HttpServer {
                 "{left} request(s) still running after {} s; stopping anyway",
                 limit.as_secs()
             );
-        }
-        // a worker still inside a request is not waited for: what was to drain has drained
-        for _ in &self.workers {
-            self.http.unblock();
         }
     }
 }

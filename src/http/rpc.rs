@@ -45,9 +45,14 @@ pub fn parse_call(body: &[u8]) -> Result<RpcCall, String> {
     Ok(RpcCall { method, args })
 }
 
-/// The HTTP reply for a call error (no answer from the card).
+/// The HTTP reply for a call error (no answer from the card): 503, with `Retry-After` when the
+/// card is busy rather than broken.
 pub fn call_error_reply(e: &CallError) -> Reply {
-    Reply::error(503, e.to_string())
+    let reply = Reply::error(503, e.to_string());
+    match e.retry_after_s() {
+        Some(s) => reply.with_header("Retry-After", s.to_string()),
+        None => reply,
+    }
 }
 
 /// `POST /rpc`: runs the call and maps the outcome. The reply frame is the card's, without `_id`,
@@ -63,7 +68,10 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         let args = app.masker.masked(&Value::Object(call.args.clone()));
         log::debug!("[{request_id}] rpc {} args {}", call.method, args);
     }
-    let mut reply = match app.ukey.call(&call.method, call.args, request_id) {
+    let mut reply = match app
+        .ukey
+        .call(&call.method, call.args, request_id, ex.arrived)
+    {
         Ok(f) => {
             let status = if frame::succeeded(&f) { 200 } else { 400 };
             Reply::json(status, f)

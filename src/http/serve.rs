@@ -7,10 +7,8 @@ use super::reply::Reply;
 use super::routes::{self, Access, Found};
 use super::{App, audit, body};
 use crate::auth::RequestParts;
-use crate::ukey::now_ms;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 use tiny_http::Request;
 
 /// Counts a request in `App::in_flight` for as long as it lives.
@@ -32,7 +30,7 @@ impl Drop for InFlight<'_> {
 /// Handles one request and answers it.
 pub fn handle(app: &App, mut request: Request) {
     let _counted = InFlight::enter(&app.in_flight);
-    let mut ex = Exchange::new(Instant::now(), request.remote_addr().map(|a| a.ip()));
+    let mut ex = Exchange::new(request.arrived(), request.remote_addr().map(|a| a.ip()));
     let method = request.method().to_string();
     let path = path_of(request.url()).to_string();
     let request_id = ex.request_id.clone();
@@ -44,7 +42,8 @@ pub fn handle(app: &App, mut request: Request) {
             .push(("x-mg-code".into(), reply.status.to_string()));
     }
     log::info!(
-        "[{request_id}] {method} {path}{}{} -> {} in {} ms{}",
+        "[{request_id}] {} {method} {path}{}{} -> {} in {} ms{}",
+        ex.client_ip_text(),
         if ex.ukey_method.is_some() { " " } else { "" },
         ex.ukey_method.as_deref().unwrap_or(""),
         reply.status,
@@ -56,6 +55,7 @@ pub fn handle(app: &App, mut request: Request) {
     );
     // journaled before the response goes out: a process killed after answering loses nothing
     audit::record(app, &ex, &reply);
+    audit::record_auth_failure(app, &ex, &method, &path);
     if let Err(e) = request.respond(reply.into_response(&request_id)) {
         log::debug!("[{request_id}] could not send the response: {e}");
     }
@@ -124,7 +124,7 @@ fn authenticate(
         headers: &headers,
         body: &input.body,
     };
-    match auth.verify(&parts, now_ms()) {
+    match auth.verify(&parts, ex.arrived_ms()) {
         Ok(ok) => {
             ex.client = Some(ok.client);
             ex.scheme = ok.scheme;
@@ -136,7 +136,12 @@ fn authenticate(
             Ok(())
         }
         Err(e) => {
-            log::warn!("[{}] authentication failed: {e}", ex.request_id);
+            log::warn!(
+                "[{}] {} authentication failed: {e}",
+                ex.request_id,
+                ex.client_ip_text()
+            );
+            ex.auth_failure = Some(e.to_string());
             let mut reply = Reply::error(401, format!("authentication failed: {e}"));
             reply.headers = auth.failure_headers(&parts);
             Err(reply)

@@ -9,7 +9,7 @@ use crate::config::UkeyConfig;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,10 +32,30 @@ pub enum CallError {
     Unavailable(String),
     /// No reply within the configured timeout.
     Timeout(Duration),
-    /// Too many calls are already waiting.
-    Busy,
+    /// Too many calls are already waiting (`ukey.max_queue`).
+    Busy { retry_after_s: u64 },
+    /// The calls ahead of this one would not finish within its time budget: refused at once
+    /// rather than left to wait and fail.
+    Overloaded { ahead: usize, retry_after_s: u64 },
+    /// Its time budget ran out, or would have before the card could answer, while it waited
+    /// for the card: it was never sent.
+    Late(Duration),
     /// The proxy is shutting down.
     ShuttingDown,
+}
+
+impl CallError {
+    /// When the caller should try again, for `Retry-After`: set when the card is busy, not when
+    /// it is broken.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            CallError::Busy { retry_after_s } | CallError::Overloaded { retry_after_s, .. } => {
+                Some(*retry_after_s)
+            }
+            CallError::Late(_) => Some(1),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for CallError {
@@ -45,7 +65,24 @@ impl fmt::Display for CallError {
             CallError::Timeout(t) => {
                 write!(f, "UKey did not answer within {} ms", t.as_millis())
             }
-            CallError::Busy => write!(f, "UKey busy: too many calls waiting, try again"),
+            CallError::Busy { retry_after_s } => write!(
+                f,
+                "UKey busy: too many calls waiting; try again in {retry_after_s} s"
+            ),
+            CallError::Overloaded {
+                ahead,
+                retry_after_s,
+            } => write!(
+                f,
+                "UKey busy: the {ahead} call(s) ahead of this one would not finish within its \
+                 time budget; try again in {retry_after_s} s"
+            ),
+            CallError::Late(t) => write!(
+                f,
+                "UKey busy: this call's time budget of {} ms ran out while it waited for the \
+                 card, so it was not sent; try again shortly",
+                t.as_millis()
+            ),
             CallError::ShuttingDown => write!(f, "proxy is shutting down"),
         }
     }
@@ -87,6 +124,12 @@ pub struct Status {
     pub connected: AtomicBool,
     /// Calls queued or sent and not yet answered.
     pub in_flight: AtomicUsize,
+    /// Callers waiting in `Ukey::call` right now (queued, sent, or on their way in): what a new
+    /// call would wait behind.
+    pub pending: AtomicUsize,
+    /// The card's recent time per call (moving average of send → reply), in microseconds;
+    /// 0 until a call has been answered.
+    pub call_time_us: AtomicU64,
     pub last_probe_ok: AtomicBool,
     /// Milliseconds since the epoch of the last probe's end; 0 = none yet.
     pub last_probe_ms: AtomicU64,
@@ -135,6 +178,16 @@ pub struct Ukey {
     tx: Sender<Command>,
     status: Arc<Status>,
     timeout: Duration,
+    max_in_flight: usize,
+}
+
+/// Counts a caller in `Status::pending` for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Ukey {
@@ -156,6 +209,7 @@ impl Ukey {
                 tx,
                 status,
                 timeout: config.timeout(),
+                max_in_flight: config.max_in_flight.max(1),
             },
             handle,
         ))
@@ -169,31 +223,63 @@ impl Ukey {
         self.timeout
     }
 
-    /// Calls `method` on the card and waits for its reply, at most the configured timeout
-    /// (plus a small grace should the UKey thread itself be stuck).
-    pub fn call(&self, method: &str, args: Map<String, Value>, request_id: &str) -> CallResult {
+    /// Calls `method` on the card and waits for its reply. The time budget (`ukey.timeout_ms`)
+    /// runs from `arrived`, when the request reached the proxy: waiting for a thread, in the
+    /// queue and for the card all count. A call that could not be answered within it is refused
+    /// at once (`Overloaded`) instead of waiting to fail.
+    pub fn call(
+        &self,
+        method: &str,
+        args: Map<String, Value>,
+        request_id: &str,
+        arrived: Instant,
+    ) -> CallResult {
+        let deadline = arrived + self.timeout;
+        let ahead = self.status.pending.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.status.pending);
+        if let Some(late_by) = self.would_finish_late(ahead, deadline) {
+            return Err(CallError::Overloaded {
+                ahead,
+                retry_after_s: late_by.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
         let (reply, answer) = bounded(1);
         let job = Job {
             method: method.to_string(),
             args,
             request_id: request_id.to_string(),
-            deadline: Instant::now() + self.timeout,
+            deadline,
             reply,
         };
         match self.tx.try_send(Command::Call(job)) {
             Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => return Err(CallError::Busy),
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                return Err(CallError::Busy { retry_after_s: 1 });
+            }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                 return Err(CallError::ShuttingDown);
             }
         }
-        match answer.recv_timeout(self.timeout + WORKER_GRACE) {
+        // the UKey thread answers every job by its deadline; the grace covers a stuck thread
+        match answer.recv_deadline(deadline + WORKER_GRACE) {
             Ok(result) => result,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 Err(CallError::Timeout(self.timeout))
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CallError::ShuttingDown),
         }
+    }
+
+    /// How far past `deadline` a call would finish behind `ahead` others, at the card's recent
+    /// pace; `None` when it would make it (or the pace is not known yet).
+    fn would_finish_late(&self, ahead: usize, deadline: Instant) -> Option<Duration> {
+        let per_call = Duration::from_micros(self.status.call_time_us.load(Ordering::Relaxed));
+        if per_call.is_zero() {
+            return None;
+        }
+        let rounds = (ahead / self.max_in_flight + 1) as u32;
+        let finish = Instant::now() + per_call.saturating_mul(rounds);
+        finish.checked_duration_since(deadline)
     }
 
     /// Asks the UKey thread to close the socket (with a close frame) and end. Calls still

@@ -70,6 +70,7 @@ enum Origin {
 struct Sent {
     method: String,
     origin: Origin,
+    sent_at: Instant,
 }
 
 impl Origin {
@@ -305,7 +306,7 @@ impl Runner {
     fn on_job(&mut self, s: &mut Session, job: Job) -> Result<(), SessionEnd> {
         if s.queue.len() >= self.config.max_queue {
             log::warn!("[{}] UKey queue full; answering busy", job.request_id);
-            reply(job, Err(CallError::Busy));
+            reply(job, Err(CallError::Busy { retry_after_s: 1 }));
             return Ok(());
         }
         s.queue.push_back(Origin::Caller(job));
@@ -320,6 +321,19 @@ impl Runner {
             };
             if self.password_rejected && !matches!(origin, Origin::Caller(_)) {
                 continue; // our own calls would be more wrong-password attempts
+            }
+            // the card never works for a caller who will not be there to get the answer
+            if let Origin::Caller(job) = &origin
+                && self.too_late(job.deadline)
+            {
+                if let Origin::Caller(job) = origin {
+                    log::warn!(
+                        "[{}] time budget ran out waiting for the UKey; not sent",
+                        job.request_id
+                    );
+                    reply(job, Err(CallError::Late(self.config.timeout())));
+                }
+                continue;
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -336,7 +350,14 @@ impl Runner {
                     self.masker.mask_str(&frame)
                 );
             }
-            s.in_flight.insert(id, Sent { method, origin });
+            s.in_flight.insert(
+                id,
+                Sent {
+                    method,
+                    origin,
+                    sent_at: Instant::now(),
+                },
+            );
             if let Err(e) = s.conn.send(frame) {
                 return Err(SessionEnd::Lost(e.to_string()));
             }
@@ -403,6 +424,7 @@ impl Runner {
         frame.remove("_id");
         match sent.origin {
             Origin::Caller(job) => {
+                self.record_call_time(sent.sent_at.elapsed());
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!(
                         "[{}] UKey -> {}",
@@ -569,6 +591,24 @@ impl Runner {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a call due at `deadline` can no longer be answered in time: its deadline has
+    /// passed, or is nearer than the card's recent time per call.
+    fn too_late(&self, deadline: Instant) -> bool {
+        let per_call = Duration::from_micros(self.status.call_time_us.load(Ordering::Relaxed));
+        deadline <= Instant::now() + per_call
+    }
+
+    /// Folds one call's send → reply time into the moving average that admission and `pump`
+    /// use (weight 1/5: it follows a card that slows down within a few calls).
+    fn record_call_time(&self, took: Duration) {
+        let took = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.status.call_time_us.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { (old * 4 + took) / 5 };
+        self.status
+            .call_time_us
+            .store(new.max(1), Ordering::Relaxed);
     }
 
     fn fail_all(&mut self, s: &mut Session, error: &CallError) {

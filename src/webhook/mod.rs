@@ -92,6 +92,8 @@ pub struct Audit<'a> {
     pub client: Option<&'a str>,
     /// The caller's trace id (x-mg-traceid), when it sent one.
     pub trace_id: Option<&'a str>,
+    /// The caller's address.
+    pub client_ip: &'a str,
     pub method: &'a str,
     pub request: Value,
     pub response: Value,
@@ -168,6 +170,7 @@ impl Webhooks {
             "event": "api_audit",
             "timestamp": now_ms(),
             "request_id": a.request_id,
+            "client_ip": a.client_ip,
             "method": a.method,
             "request": a.request,
             "response": a.response,
@@ -183,6 +186,24 @@ impl Webhooks {
         }
         self.masker.mask_value(&mut body);
         self.record(Kind::Audit, Some(a.request_id), body);
+    }
+
+    /// Journals how many failed authentications from `client_ip` were counted but not audited
+    /// one by one (see `http::audit::FailedAuthGate`).
+    pub fn audit_suppressed(&self, client_ip: &str, count: u64, window_s: u64) {
+        if !self.audit {
+            return;
+        }
+        let body = json!({
+            "event": "auth_failures_suppressed",
+            "timestamp": now_ms(),
+            "client_ip": client_ip,
+            "count": count,
+            "window_s": window_s,
+            "success": false,
+            "error": format!("{count} further failed authentication(s) from {client_ip} within {window_s} s were not audited one by one"),
+        });
+        self.record(Kind::Audit, None, body);
     }
 
     /// Journals a failure event.

@@ -387,3 +387,83 @@ pub fn assert_uuid_v4(s: &str) {
         "not RFC 4122 variant: {s}"
     );
 }
+
+/// Connects to `addr` from the loopback address `from` (127.0.0.2, 127.0.0.3, …), so that tests
+/// can play several hosts.
+pub fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local = SocketAddr::from((from, 0));
+    socket.bind(&local.into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A keep-alive HTTP/1.1 client on one connection: requests go one after the other and each
+/// response is read by its Content-Length, so the connection stays open between them.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::from_stream(TcpStream::connect(addr).expect("connect"), addr)
+    }
+
+    pub fn connect_from(from: [u8; 4], addr: SocketAddr) -> Client {
+        Client::from_stream(connect_from(from, addr).expect("connect"), addr)
+    }
+
+    fn from_stream(stream: TcpStream, addr: SocketAddr) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            addr,
+        }
+    }
+
+    /// Sends one request and reads its response; `None` when the connection closed without one.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Resp> {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (n, v) in headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let mut bytes = raw.into_bytes();
+        bytes.extend_from_slice(body);
+        self.reader.get_mut().write_all(&bytes).ok()?;
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> Option<Resp> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut line = Vec::new();
+            if self.reader.read_until(b'\n', &mut line).ok()? == 0 {
+                return None;
+            }
+            head.extend_from_slice(&line);
+        }
+        let mut resp = parse_response(&head)?;
+        let len = resp
+            .header("Content-Length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).ok()?;
+        resp.body = body;
+        Some(resp)
+    }
+}

@@ -5,9 +5,12 @@ use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
+use crate::connection::Connection;
+use crate::util::head_deadline::{HeadClock, HeadDeadlineReader};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -25,20 +28,23 @@ pub struct ClientConnection {
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<HeadDeadlineReader<RefinedTcpStream>>>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<HeadDeadlineReader<RefinedTcpStream>>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // chinaport-proxy patch: bounds the time a request head may take
+    head_clock: Arc<HeadClock>,
 }
 
 /// Error that can happen when reading a request.
@@ -55,12 +61,28 @@ impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
         write_socket: RefinedTcpStream,
+        read_socket: RefinedTcpStream,
+    ) -> ClientConnection {
+        ClientConnection::with_head_deadline(write_socket, read_socket, None, None, None)
+    }
+
+    /// chinaport-proxy patch: like `new`, but a request head must be complete within
+    /// `header_timeout` of its first byte; `socket` is a handle on the same socket (its read
+    /// timeout is shortened while a head is late, and set back to `idle_timeout` after).
+    pub(crate) fn with_head_deadline(
+        write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        socket: Option<Connection>,
+        header_timeout: Option<std::time::Duration>,
+        idle_timeout: Option<std::time::Duration>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let head_clock = HeadClock::new(header_timeout, idle_timeout);
+        let socket = if header_timeout.is_some() { socket } else { None };
+        let reader = HeadDeadlineReader::new(read_socket, socket, head_clock.clone());
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
+        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, reader));
         let first_header = source.next().unwrap();
 
         ClientConnection {
@@ -70,6 +92,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            head_clock,
         }
     }
 
@@ -113,7 +136,16 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
+        self.head_clock.begin_head();
+        let head = self.read_head();
+        self.head_clock.end_head();
+        let (method, path, version, headers) = head?;
+        self.build_request(method, path, version, headers)
+    }
+
+    /// The request line and the headers.
+    fn read_head(&mut self) -> Result<(Method, String, HTTPVersion, Vec<crate::Header>), ReadError> {
+        Ok({
             // reading the request line
             let (method, path, version) = {
                 let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
@@ -150,8 +182,16 @@ impl ClientConnection {
             };
 
             (method, path, version, headers)
-        };
+        })
+    }
 
+    fn build_request(
+        &mut self,
+        method: Method,
+        path: String,
+        version: HTTPVersion,
+        headers: Vec<crate::Header>,
+    ) -> Result<Request, ReadError> {
         // building the writer for the request
         let writer = self.sink.next().unwrap();
 

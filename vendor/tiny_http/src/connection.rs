@@ -114,6 +114,18 @@ impl Connection {
         }
     }
 
+    /// chinaport-proxy patch: the read timeout alone (the head deadline shortens it).
+    pub(crate) fn set_read_timeout(
+        &self,
+        read: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(read),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(read),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

@@ -248,6 +248,20 @@ impl Server {
         Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
     }
 
+    /// chinaport-proxy patch: like `from_listener_with_limits`, but every request is handed to
+    /// `handler` on its connection's own thread, which answers it before the next request on
+    /// that connection is read. No queue stands between a connection and its handler, so the
+    /// number of requests being handled is the number of connections, bounded by `limits`, and
+    /// a connection waiting for its answer is not reading (no read timeout can cut it).
+    /// `recv()` gets nothing from such a server.
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        limits: ConnectionLimits,
+        handler: RequestHandler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(listener, None, limits, Some(handler))
+    }
+
     /// chinaport-proxy patch: like `from_listener`, but with at most
     /// `limits.max_connections` connections open at once. A connection over the cap is
     /// answered with `limits.over_capacity_response` (raw bytes) and closed at once, so
@@ -257,8 +271,18 @@ impl Server {
         ssl_config: Option<SslConfig>,
         limits: ConnectionLimits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(listener, ssl_config, limits, None)
+    }
+
+    fn start<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+        handler: Option<RequestHandler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let per_ip = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -306,6 +330,7 @@ impl Server {
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
+                let mut slot = None;
                 let new_client = match server.accept() {
                     Ok((mut sock, _))
                         if open_connections.load(Relaxed) >= limits.max_connections =>
@@ -316,7 +341,19 @@ impl Server {
                         let _ = sock.flush();
                         continue;
                     }
-                    Ok((sock, _)) => {
+                    Ok((mut sock, _)) => {
+                        // chinaport-proxy patch: one address may hold only so many connections,
+                        // so one host cannot take every slot from the others
+                        let ip = sock.peer_addr().ok().flatten().map(|a| a.ip());
+                        match ConnectionSlot::take(&open_connections, &per_ip, ip, limits.max_connections_per_ip) {
+                            Some(s) => slot = Some(s),
+                            None => {
+                                use std::io::Write;
+                                let _ = sock.write_all(&limits.over_capacity_response);
+                                let _ = sock.flush();
+                                continue;
+                            }
+                        }
                         // chinaport-proxy patch: bound idle and slow clients
                         if sock
                             .set_timeouts(limits.read_timeout, limits.write_timeout)
@@ -324,6 +361,7 @@ impl Server {
                         {
                             continue;
                         }
+                        let timeouts = sock.try_clone().ok();
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -342,7 +380,13 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::with_head_deadline(
+                            write_closable,
+                            read_closable,
+                            timeouts,
+                            limits.header_timeout,
+                            limits.read_timeout,
+                        ))
                     }
                     Err(e) => Err(e),
                 };
@@ -350,11 +394,16 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let handler = handler.clone();
                         let mut client = Some(client);
-                        let slot = ConnectionSlot::take(&open_connections);
                         tasks_pool.spawn(Box::new(move || {
                             let _slot = &slot;
-                            if let Some(client) = client.take() {
+                            if let Some(handler) = &handler {
+                                // chinaport-proxy patch: answered here, one after the other
+                                for rq in client.take().into_iter().flatten() {
+                                    handler(rq);
+                                }
+                            } else if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
@@ -502,11 +551,19 @@ impl Drop for Server {
     }
 }
 
+/// chinaport-proxy patch: what `from_listener_with_handler` calls for every request.
+pub type RequestHandler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
 /// chinaport-proxy patch: limits applied by the accept loop.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     /// Connections open at once; one more is answered `over_capacity_response` and closed.
     pub max_connections: usize,
+    /// Connections open at once from one client address; one more is answered
+    /// `over_capacity_response` and closed.
+    pub max_connections_per_ip: usize,
+    /// A request head must be complete this long after its first byte, else 408 and close.
+    pub header_timeout: Option<std::time::Duration>,
     /// Raw HTTP response written to a connection refused for being over the cap.
     pub over_capacity_response: Vec<u8>,
     /// Read timeout of every accepted connection: an idle or slow client is cut after it.
@@ -519,6 +576,8 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: usize::MAX,
+            max_connections_per_ip: usize::MAX,
+            header_timeout: None,
             read_timeout: None,
             write_timeout: None,
             over_capacity_response: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec(),
@@ -526,18 +585,51 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Counts one open connection for as long as it lives.
-struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
+type PerIp = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// Counts one open connection, in all and for its address, for as long as it lives.
+struct ConnectionSlot {
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    per_ip: PerIp,
+    ip: Option<std::net::IpAddr>,
+}
 
 impl ConnectionSlot {
-    fn take(counter: &Arc<std::sync::atomic::AtomicUsize>) -> ConnectionSlot {
-        counter.fetch_add(1, Relaxed);
-        ConnectionSlot(counter.clone())
+    /// `None` when the address already holds `max_per_ip` connections.
+    fn take(
+        total: &Arc<std::sync::atomic::AtomicUsize>,
+        per_ip: &PerIp,
+        ip: Option<std::net::IpAddr>,
+        max_per_ip: usize,
+    ) -> Option<ConnectionSlot> {
+        if let Some(ip) = ip {
+            let mut map = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= max_per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        total.fetch_add(1, Relaxed);
+        Some(ConnectionSlot {
+            total: total.clone(),
+            per_ip: per_ip.clone(),
+            ip,
+        })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.total.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.ip {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
     }
 }

@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // chinaport-proxy patch: when the request's head had been read
+    arrived: std::time::Instant,
 }
 
 struct NotifyOnDrop<R> {
@@ -140,6 +143,8 @@ where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
+    // chinaport-proxy patch: the head has just been read (small bodies are read below)
+    let arrived = std::time::Instant::now();
     // finding the transfer-encoding header
     let transfer_encoding = headers
         .iter()
@@ -238,10 +243,18 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        arrived,
     })
 }
 
 impl Request {
+    /// chinaport-proxy patch: when the request's head had been read, before its body: a
+    /// request's time budget runs from here, not from when a thread got to it.
+    #[inline]
+    pub fn arrived(&self) -> std::time::Instant {
+        self.arrived
+    }
+
     /// Returns true if the request was made through HTTPS.
     #[inline]
     pub fn secure(&self) -> bool {

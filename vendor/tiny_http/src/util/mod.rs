@@ -12,6 +12,7 @@ use std::str::FromStr;
 mod custom_stream;
 mod equal_reader;
 mod fused_reader;
+pub(crate) mod head_deadline;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;

@@ -8,22 +8,32 @@ use std::time::Duration;
 ///
 /// A new thread is created every time all the existing threads are full.
 /// Any idle thread will automatically die after a few seconds.
+///
+/// chinaport-proxy patch: a task is queued only for a thread that is idle and not yet claimed.
+/// Upstream counted a thread as idle until it woke up, so a burst of connections could be queued
+/// behind threads that then took one long-lived keep-alive connection each, and the rest waited
+/// unseen until a connection closed. Here the count of idle threads and the queue are kept under
+/// one lock, and a task goes to the queue only while idle threads outnumber the tasks already in
+/// it; otherwise it gets a thread of its own.
 pub struct TaskPool {
     sharing: Arc<Sharing>,
 }
 
-struct Sharing {
+struct Pending {
     // list of the tasks to be done by worker threads
-    todo: Mutex<VecDeque<Box<dyn FnMut() + Send>>>,
+    todo: VecDeque<Box<dyn FnMut() + Send>>,
+    // worker threads waiting for a task
+    idle: usize,
+}
+
+struct Sharing {
+    pending: Mutex<Pending>,
 
     // condvar that will be notified whenever a task is added to `todo`
     condvar: Condvar,
 
     // number of total worker threads running
     active_tasks: AtomicUsize,
-
-    // number of idle worker threads
-    waiting_tasks: AtomicUsize,
 }
 
 /// Minimum number of active threads.
@@ -50,10 +60,12 @@ impl TaskPool {
     pub fn new() -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
-                todo: Mutex::new(VecDeque::new()),
+                pending: Mutex::new(Pending {
+                    todo: VecDeque::new(),
+                    idle: 0,
+                }),
                 condvar: Condvar::new(),
                 active_tasks: AtomicUsize::new(0),
-                waiting_tasks: AtomicUsize::new(0),
             }),
         };
 
@@ -67,13 +79,17 @@ impl TaskPool {
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
-
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
-            queue.push_back(code);
+        let mut pending = self
+            .sharing
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.idle > pending.todo.len() {
+            pending.todo.push_back(code);
             self.sharing.condvar.notify_one();
+        } else {
+            drop(pending);
+            self.add_thread(Some(code));
         }
     }
 
@@ -90,35 +106,32 @@ impl TaskPool {
 
             loop {
                 let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
-
-                    let task;
+                    let mut pending = sharing.pending.lock().unwrap_or_else(|e| e.into_inner());
                     loop {
-                        if let Some(poped_task) = todo.pop_front() {
-                            task = poped_task;
-                            break;
+                        if let Some(task) = pending.todo.pop_front() {
+                            break task;
                         }
-                        let _waiting_guard = Registration::new(&sharing.waiting_tasks);
-
+                        pending.idle += 1;
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                pending = sharing
+                                    .condvar
+                                    .wait(pending)
+                                    .unwrap_or_else(|e| e.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
-                                    .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
-                                todo = new_lock;
+                                    .wait_timeout(pending, Duration::from_millis(5000))
+                                    .unwrap_or_else(|e| e.into_inner());
+                                pending = new_lock;
                                 !waitres.timed_out()
                             };
-
-                        if !received && todo.is_empty() {
+                        pending.idle -= 1;
+                        if !received && pending.todo.is_empty() {
                             return;
                         }
                     }
-
-                    task
                 };
 
                 task();
