@@ -426,14 +426,7 @@ fn realistic_card(secs: f64) {
 }
 
 fn zero_latency(secs: f64) {
-    let sim = Simulator::start(SimOptions {
-        listen: "127.0.0.1:0".into(),
-        password: PASSWORD.into(),
-        key_file: Some(
-            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
-        ),
-    })
-    .expect("simulator");
+    let sim = bench_simulator();
     let dir = std::env::temp_dir().join(format!("chinaport-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (mut child, addr) = start_proxy(&sim, &dir, json!({}));
