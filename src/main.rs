@@ -62,7 +62,7 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
     // Bind first: a second copy (port in use) must fail before it touches the card.
     let listener = http::bind(&config.server).map_err(|e| e.to_string())?;
     let (events_tx, events_rx) = crossbeam_channel::bounded(64);
-    let (ukey, ukey_thread) = Ukey::spawn(&config.ukey, Some(events_tx))
+    let (ukey, ukey_thread) = Ukey::spawn(&config.ukey, Some(events_tx), path.parent())
         .map_err(|e| format!("cannot start the UKey thread: {e}"))?;
     let (stop_webhooks, stop_rx) = crossbeam_channel::bounded(1);
     let (webhooks, webhook_thread) = Webhooks::start(

@@ -175,43 +175,6 @@ fn methods_answer_as_the_card_does() {
 }
 
 #[test]
-fn a_wrong_password_fails_like_the_card_and_is_not_retried() {
-    let sim = simulator();
-    let proxy = Proxy::start(
-        &sim.url(),
-        json!({"ukey": {"password": "wrong-pass", "health_interval_s": 1}}),
-    );
-    proxy.wait_log("the card rejected ukey.password", Duration::from_secs(10));
-    let r = proxy.rpc("cus-sec_SpcSignDataAsPEM", json!({"inData": "x"}));
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["_args"]["Result"], false);
-    assert!(r.text().contains("Err:Custom50030"));
-    let health = proxy.get("/health");
-    assert_eq!(health.status, 503);
-    assert!(
-        health.json()["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("password")
-    );
-    // Repeated wrong passwords lock a card: over several probe intervals, no probe is retried
-    // and the connection is not recycled (which would probe again).
-    std::thread::sleep(Duration::from_millis(2500)); // the scenario: time passing
-    let own: Vec<String> = sim
-        .received()
-        .iter()
-        .filter(|f| f["_method"] != "cus-sec_SpcSignDataAsPEM")
-        .map(|f| f["_method"].to_string())
-        .collect();
-    assert_eq!(
-        own,
-        ["\"cus-sec_SpcGetCertNo\""],
-        "the proxy's own calls went on with a wrong password"
-    );
-    assert_eq!(sim.connections_accepted(), 1);
-}
-
-#[test]
 fn the_proxy_warns_when_it_talks_to_a_simulator() {
     let (_sim, proxy) = proxy_with_simulator();
     proxy.wait_log("is a SIMULATOR", Duration::from_secs(5));

@@ -17,6 +17,7 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "connected": connected,
+        "password_refused": status.password_refused.load(Ordering::SeqCst),
         "cert_no": status.cert_no(),
         "last_probe": {
             "time_ms": if probe_ms == 0 { None } else { Some(probe_ms) },

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod frame;
+pub mod lockout;
 mod run;
 
 use crate::config::UkeyConfig;
@@ -42,6 +43,8 @@ pub enum CallError {
     Late(Duration),
     /// The proxy is shutting down.
     ShuttingDown,
+    /// The card refused the configured password: nothing is sent to it any more.
+    PasswordRefused,
 }
 
 impl CallError {
@@ -84,6 +87,12 @@ impl fmt::Display for CallError {
                 t.as_millis()
             ),
             CallError::ShuttingDown => write!(f, "proxy is shutting down"),
+            CallError::PasswordRefused => write!(
+                f,
+                "the card refused the configured password, so no call is sent to it any more \
+                 (repeated wrong passwords lock the card). Set the card's password in \
+                 ukey.password in the configuration file and restart chinaport-proxy"
+            ),
         }
     }
 }
@@ -116,6 +125,8 @@ pub enum UkeyEvent {
     ConnectionFailure { error: String },
     /// The periodic probe failed or got no answer.
     HealthCheckFailure { error: String },
+    /// The card refused the configured password; sent once, when it happens.
+    PasswordRejected { error: String },
 }
 
 /// Small, lock-light view of the connection for `/health` and logs.
@@ -131,6 +142,8 @@ pub struct Status {
     /// 0 until a call has been answered.
     pub call_time_us: AtomicU64,
     pub last_probe_ok: AtomicBool,
+    /// The card refused the configured password (see `lockout`): nothing is sent to it.
+    pub password_refused: AtomicBool,
     /// Milliseconds since the epoch of the last probe's end; 0 = none yet.
     pub last_probe_ms: AtomicU64,
     /// Certificate number from the last successful probe. Locked only to copy a short string.
@@ -192,15 +205,37 @@ impl Drop for Waiting<'_> {
 
 impl Ukey {
     /// Starts the UKey thread. `events` receives connection events; it may be dropped.
+    /// `state_dir` (the configuration's folder) is where a refusal of the password is
+    /// remembered across restarts; `None` keeps it in memory only.
     pub fn spawn(
         config: &UkeyConfig,
         events: Option<Sender<UkeyEvent>>,
+        state_dir: Option<&std::path::Path>,
     ) -> std::io::Result<(Ukey, JoinHandle<()>)> {
         let endpoint = conn::Endpoint::parse(&config.url)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (tx, rx): (Sender<Command>, Receiver<Command>) = bounded(config.max_queue.max(1));
         let status = Arc::new(Status::default());
-        let runner = run::Runner::new(endpoint, config.clone(), rx, status.clone(), events);
+        let (lockout, refused) = lockout::Lockout::open(state_dir, &config.password);
+        if refused {
+            status.password_refused.store(true, Ordering::SeqCst);
+            let why = CallError::PasswordRefused.to_string();
+            log::error!(
+                "UKey: {why} (remembered in {})",
+                state_dir
+                    .map(|d| d.join(lockout::FILE_NAME).display().to_string())
+                    .unwrap_or_default()
+            );
+            status.set_last_error(Some(why));
+        }
+        let runner = run::Runner::new(
+            endpoint,
+            config.clone(),
+            rx,
+            status.clone(),
+            events,
+            lockout,
+        );
         let handle = std::thread::Builder::new()
             .name("ukey".into())
             .spawn(move || runner.run())?;
@@ -234,6 +269,9 @@ impl Ukey {
         request_id: &str,
         arrived: Instant,
     ) -> CallResult {
+        if self.status.password_refused.load(Ordering::SeqCst) {
+            return Err(CallError::PasswordRefused);
+        }
         let deadline = arrived + self.timeout;
         let ahead = self.status.pending.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.status.pending);

@@ -4,6 +4,7 @@
 //! jobs, socket readiness and the nearest deadline.
 
 use super::conn::{Conn, ConnError, Endpoint, Readiness};
+use super::lockout::{self, Lockout};
 use super::{CallError, Command, Job, PROBE_METHOD, SIGN_CERT_METHOD, Status, UkeyEvent, now_ms};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
@@ -32,9 +33,8 @@ pub(super) struct Runner {
     outage_reported: bool,
     /// Whether a connection has ever been up (the first one is not a "recovery").
     ever_connected: bool,
-    /// The card rejected the configured password: probing again would be one more wrong attempt,
-    /// and repeated wrong passwords lock the card. Cleared only by a restart with a new config.
-    password_rejected: bool,
+    /// Remembers a refusal of the password across reconnects and restarts (see `lockout`).
+    lockout: Lockout,
 }
 
 enum State {
@@ -96,6 +96,7 @@ impl Runner {
         rx: Receiver<Command>,
         status: Arc<Status>,
         events: Option<Sender<UkeyEvent>>,
+        lockout: Lockout,
     ) -> Runner {
         let masker = Masker::new([config.password.clone()]);
         Runner {
@@ -108,7 +109,7 @@ impl Runner {
             next_id: 1,
             outage_reported: false,
             ever_connected: false,
-            password_rejected: false,
+            lockout,
         }
     }
 
@@ -278,7 +279,7 @@ impl Runner {
             .values()
             .map(|sent| sent.origin.deadline())
             .chain(s.queue.iter().map(Origin::deadline));
-        let probe = if s.probe_pending || self.password_rejected {
+        let probe = if s.probe_pending || self.refused() {
             None
         } else {
             Some(s.next_probe)
@@ -293,7 +294,7 @@ impl Runner {
     fn on_tick(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
         let now = Instant::now();
         self.expire(s, now)?;
-        if !s.probe_pending && !self.password_rejected && now >= s.next_probe {
+        if !s.probe_pending && !self.refused() && now >= s.next_probe {
             s.probe_pending = true;
             // ahead of queued calls: a long queue must not starve the health check
             s.queue.push_front(Origin::Probe {
@@ -319,8 +320,12 @@ impl Runner {
             let Some(origin) = s.queue.pop_front() else {
                 break;
             };
-            if self.password_rejected && !matches!(origin, Origin::Caller(_)) {
-                continue; // our own calls would be more wrong-password attempts
+            if self.refused() {
+                // every frame carries the password: not one more attempt, by anyone
+                if let Origin::Caller(job) = origin {
+                    reply(job, Err(CallError::PasswordRefused));
+                }
+                continue;
             }
             // the card never works for a caller who will not be there to get the answer
             if let Origin::Caller(job) = &origin
@@ -425,6 +430,13 @@ impl Runner {
         match sent.origin {
             Origin::Caller(job) => {
                 self.record_call_time(sent.sent_at.elapsed());
+                let value = Value::Object(frame);
+                if lockout::is_password_refusal(&value) {
+                    self.on_password_refused(&value);
+                }
+                let Value::Object(frame) = value else {
+                    return None;
+                };
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!(
                         "[{}] UKey -> {}",
@@ -445,7 +457,12 @@ impl Runner {
 
     /// Keeps the signing certificate for whoever needs it, and warns when the card is a simulator
     /// (its certificates say so in their subject).
-    fn on_sign_cert(&self, frame: &Map<String, Value>) {
+    fn on_sign_cert(&mut self, frame: &Map<String, Value>) {
+        let value = Value::Object(frame.clone());
+        if lockout::is_password_refusal(&value) {
+            self.on_password_refused(&value);
+            return;
+        }
         let cert = frame
             .get("_args")
             .filter(|a| a.get("Result").and_then(Value::as_bool) == Some(true))
@@ -494,23 +511,38 @@ impl Runner {
             "health probe {PROBE_METHOD} failed: {}",
             self.masker.mask_str(&errors)
         );
-        if is_password_error(&errors) {
-            // Reconnecting cannot fix a wrong password, and every further probe would be one
-            // more wrong attempt towards locking the card: stop probing, stay connected.
-            self.password_rejected = true;
+        if lockout::is_password_refusal(&Value::Object(frame.clone())) {
+            // Reconnecting cannot fix a wrong password, and every further frame would be one
+            // more wrong attempt towards locking the card: send nothing more, stay connected.
             self.status.last_probe_ok.store(false, Ordering::SeqCst);
-            self.status.set_last_error(Some(format!(
-                "the card rejected the configured password ({})",
-                self.masker.mask_str(&errors)
-            )));
-            log::error!(
-                "UKey: the card rejected ukey.password; health probes stopped so as not to lock the card. Fix ukey.password and restart. ({})",
-                self.masker.mask_str(&errors)
-            );
-            self.emit(UkeyEvent::HealthCheckFailure { error });
+            self.on_password_refused(&Value::Object(frame.clone()));
             return None;
         }
         Some(self.probe_failed(error))
+    }
+
+    fn refused(&self) -> bool {
+        self.status.password_refused.load(Ordering::SeqCst)
+    }
+
+    /// The card refused the password: from now on no frame is sent (see `pump`), the refusal is
+    /// remembered on disk, and it is reported once.
+    fn on_password_refused(&mut self, frame: &Value) {
+        if self.refused() {
+            return;
+        }
+        self.status.password_refused.store(true, Ordering::SeqCst);
+        let errors = self
+            .masker
+            .mask_str(&super::frame::errors(frame).join("; "));
+        self.lockout.remember(&errors, now_ms());
+        let why = CallError::PasswordRefused.to_string();
+        self.status
+            .set_last_error(Some(format!("{why} (the card said: {errors})")));
+        log::error!("UKey: the card rejected ukey.password ({errors}). {why}");
+        self.emit(UkeyEvent::PasswordRejected {
+            error: format!("the card refused the configured password: {errors}"),
+        });
     }
 
     fn probe_failed(&mut self, error: String) -> SessionEnd {
@@ -695,27 +727,10 @@ fn is_simulator_certificate(cert_b64: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether a card's `Error` list says the password was wrong. The exact wording of the client
-/// software is not documented, so this looks for the words it uses for a PIN or password.
-fn is_password_error(errors: &str) -> bool {
-    let lower = errors.to_lowercase();
-    ["口令", "密码", "pin", "passwd", "password"]
-        .iter()
-        .any(|w| lower.contains(w))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{frame_id, is_password_error, is_simulator_certificate};
+    use super::{frame_id, is_simulator_certificate};
     use serde_json::json;
-
-    #[test]
-    fn password_errors_are_recognised() {
-        assert!(is_password_error(r#"["口令验证失败","Err:Custom50030"]"#));
-        assert!(is_password_error(r#"["密码错误"]"#));
-        assert!(is_password_error(r#"["Wrong PIN"]"#));
-        assert!(!is_password_error(r#"["Err:Custom50070"]"#));
-    }
 
     #[test]
     fn ids_are_integers_or_integer_strings() {

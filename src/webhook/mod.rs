@@ -360,6 +360,13 @@ impl Delivery {
                 std::slice::from_ref(&error),
                 None,
             ),
+            UkeyEvent::PasswordRejected { error } => self.hooks.failure(
+                "password_rejected",
+                &error,
+                "",
+                std::slice::from_ref(&error),
+                None,
+            ),
             UkeyEvent::HealthCheckFailure { error } => self.hooks.failure(
                 "health_check_failure",
                 &error,

@@ -109,7 +109,11 @@ impl Proxy {
     }
 
     pub fn start_with_config(config: &Value) -> Proxy {
-        let dir = TempDir::new("proxy");
+        Self::start_in(TempDir::new("proxy"), config)
+    }
+
+    /// Starts the proxy with its configuration (and so its state files) in `dir`.
+    pub fn start_in(dir: TempDir, config: &Value) -> Proxy {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
@@ -209,6 +213,15 @@ impl Proxy {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "kill -s {name} failed");
+    }
+}
+
+impl Proxy {
+    /// Stops the proxy and hands back its folder, to start another in it.
+    pub fn stop_keep_dir(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::new()))
     }
 }
 
