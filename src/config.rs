@@ -255,6 +255,9 @@ pub struct WebhookConfig {
     pub audit_url: String,
     /// "system": the OS certificate store (works behind TLS inspection); "bundled": built-in roots.
     pub tls_roots: String,
+    /// Extra trusted roots (PEM), e.g. a company CA; relative to the configuration's folder.
+    /// Given, the trusted set is the bundled roots plus these.
+    pub ca_file: String,
     /// The journal of undelivered events; empty: `webhook-journal.jsonl` next to the config.
     pub journal_path: String,
     /// Undelivered events kept at most, in bytes; past that new events are dropped (logged).
@@ -272,6 +275,7 @@ impl Default for WebhookConfig {
             failure_url: String::new(),
             audit_url: String::new(),
             tls_roots: "system".into(),
+            ca_file: String::new(),
             journal_path: String::new(),
             journal_max_bytes: 64 * 1024 * 1024,
             sign_scheme: String::new(),

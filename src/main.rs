@@ -4,6 +4,7 @@
 use chinaport_proxy::cli::{self, Command};
 use chinaport_proxy::http::{self, App, HttpServer};
 use chinaport_proxy::mask;
+use chinaport_proxy::outbound::TlsTrust;
 use chinaport_proxy::shutdown::{self, join_within};
 use chinaport_proxy::ukey::Ukey;
 use chinaport_proxy::webhook::{WebhookSettings, Webhooks};
@@ -64,9 +65,10 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
     let (events_tx, events_rx) = crossbeam_channel::bounded(64);
     let (ukey, ukey_thread) = Ukey::spawn(&config.ukey, Some(events_tx), path.parent())
         .map_err(|e| format!("cannot start the UKey thread: {e}"))?;
+    let tls = TlsTrust::from_config(&config, &path).map_err(|e| format!("webhook.ca_file: {e}"))?;
     let (stop_webhooks, stop_rx) = crossbeam_channel::bounded(1);
     let (webhooks, webhook_thread) = Webhooks::start(
-        WebhookSettings::from_config(&config, &path),
+        WebhookSettings::from_config(&config, &path, tls.clone()),
         mask::global().clone(),
         events_rx,
         stop_rx,
@@ -76,6 +78,7 @@ fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
         ukey.clone(),
         mask::global().clone(),
         webhooks,
+        &tls,
     )?);
     let server =
         HttpServer::start(listener, app.clone()).map_err(|e| format!("cannot start HTTP: {e}"))?;

@@ -15,6 +15,13 @@ pub fn validated(path: Option<&Path>) -> Result<(Config, PathBuf), ConfigError> 
         field: "auth.clients",
         reason,
     })?;
+    crate::outbound::TlsTrust::from_config(&config, &path).map_err(|reason| {
+        ConfigError::Invalid {
+            path: path.clone(),
+            field: "webhook.ca_file",
+            reason,
+        }
+    })?;
     Ok((config, path))
 }
 

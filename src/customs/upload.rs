@@ -40,11 +40,12 @@ impl Customs {
     }
 
     /// Builds the client with the shared outgoing-HTTP settings.
-    pub fn with_timeout(upload_url: &str, timeout: Duration, system_roots: bool) -> Customs {
-        Customs::new(
-            upload_url,
-            crate::webhook::http_agent(system_roots, timeout),
-        )
+    pub fn with_timeout(
+        upload_url: &str,
+        timeout: Duration,
+        tls: &crate::outbound::TlsTrust,
+    ) -> Customs {
+        Customs::new(upload_url, tls.agent(timeout))
     }
 
     /// True when this session ID was signed before (customs rejects a reused one).
@@ -81,8 +82,8 @@ impl Customs {
             Ok(r) => r,
             Err(e) => {
                 return Upload::Failed(format!(
-                    "customs upload to {} failed: {e}",
-                    self.upload_url
+                    "customs upload failed: {}",
+                    crate::outbound::explain(&self.upload_url, &e)
                 ));
             }
         };

@@ -76,6 +76,7 @@ impl App {
         ukey: Ukey,
         masker: Masker,
         webhooks: Webhooks,
+        tls: &crate::outbound::TlsTrust,
     ) -> Result<App, String> {
         let auth = Authenticator::from_config(&config.auth)?;
         Ok(App {
@@ -89,7 +90,7 @@ impl App {
             customs: Customs::with_timeout(
                 &config.customs.upload_url,
                 Duration::from_millis(config.customs.timeout_ms),
-                config.webhook.tls_roots == "system",
+                tls,
             ),
             failed_auth: audit::FailedAuthGate::default(),
             config,

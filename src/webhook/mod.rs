@@ -29,13 +29,17 @@ pub struct WebhookSettings {
     pub signer: Option<Arc<Signer>>,
     pub journal_path: PathBuf,
     pub journal_max_bytes: u64,
-    /// `true`: the OS certificate store (works behind TLS inspection); `false`: bundled roots.
-    pub system_roots: bool,
+    /// Which TLS roots are trusted (`webhook.tls_roots`, `webhook.ca_file`).
+    pub tls: crate::outbound::TlsTrust,
 }
 
 impl WebhookSettings {
     /// The settings of `config`; a relative journal path is next to the configuration file.
-    pub fn from_config(config: &crate::config::Config, config_path: &Path) -> WebhookSettings {
+    pub fn from_config(
+        config: &crate::config::Config,
+        config_path: &Path,
+        tls: crate::outbound::TlsTrust,
+    ) -> WebhookSettings {
         let dir = config_path.parent().unwrap_or(Path::new("."));
         let journal = match config.webhook.journal_path.as_str() {
             "" => dir.join("webhook-journal.jsonl"),
@@ -47,7 +51,7 @@ impl WebhookSettings {
             signer: signer_of(config).map(Arc::new),
             journal_path: journal,
             journal_max_bytes: config.webhook.journal_max_bytes,
-            system_roots: config.webhook.tls_roots == "system",
+            tls,
         }
     }
 }
@@ -149,7 +153,7 @@ impl Webhooks {
             masker: masker.clone(),
         };
         let sender = Delivery {
-            agent: http_agent(settings.system_roots, ATTEMPT_TIMEOUT),
+            agent: settings.tls.agent(ATTEMPT_TIMEOUT),
             settings,
             journal,
             hooks: hooks.clone(),
@@ -269,24 +273,6 @@ impl Webhooks {
     }
 }
 
-/// An HTTP client for outgoing calls (webhooks, the customs upload): statuses are answers, not
-/// errors; TLS trusts the OS certificate store (`system_roots`, works behind TLS inspection) or
-/// the bundled roots.
-pub fn http_agent(system_roots: bool, timeout: Duration) -> ureq::Agent {
-    use ureq::tls::{RootCerts, TlsConfig};
-    let roots = if system_roots {
-        RootCerts::PlatformVerifier
-    } else {
-        RootCerts::WebPki
-    };
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .tls_config(TlsConfig::builder().root_certs(roots).build())
-        .build()
-        .into()
-}
-
 /// What one delivery attempt came to.
 enum Outcome {
     Delivered,
@@ -391,7 +377,7 @@ impl Delivery {
                 if !stop.is_empty() {
                     return Ok(()); // shutting down: the rest stays in the journal
                 }
-                match self.attempt(&record) {
+                match self.attempt_guarded(&record) {
                     Outcome::Delivered => {}
                     Outcome::Rejected(status) => log::warn!(
                         "webhooks: receiver rejected event {} with {status}; not retried",
@@ -404,6 +390,18 @@ impl Delivery {
                     .map_err(|e| format!("cannot update the journal marker: {e}"))?;
             }
         }
+    }
+
+    /// One attempt; a panic inside it (a bug in a library) is a failed attempt to retry, not
+    /// the end of delivery for good.
+    fn attempt_guarded(&self, record: &Record) -> Outcome {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.attempt(record)))
+            .unwrap_or_else(|_| {
+                Outcome::Retry(format!(
+                    "delivery of event {} failed with an internal error (see the panic above)",
+                    record.seq
+                ))
+            })
     }
 
     fn attempt(&self, record: &Record) -> Outcome {
@@ -446,7 +444,7 @@ impl Delivery {
                     _ => Outcome::Retry(format!("{url} answered {status}")),
                 }
             }
-            Err(e) => Outcome::Retry(format!("{url}: {e}")),
+            Err(e) => Outcome::Retry(crate::outbound::explain(url, &e)),
         }
     }
 }

@@ -1,0 +1,119 @@
+//! The outgoing HTTP client, shared by the webhooks and the customs upload: a time limit per
+//! request, statuses as answers (not errors), and which TLS roots it trusts.
+//!
+//! TLS is the platform's: SChannel on Windows (native-tls), which trusts the Windows certificate
+//! store, and rustls with the platform verifier elsewhere (see `Cargo.toml`).
+
+use crate::config::Config;
+use std::path::Path;
+use std::time::Duration;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+
+/// The TLS library compiled in for this platform (see `Cargo.toml`). ureq defaults to rustls
+/// whatever is compiled in, and panics on the first https:// request without it.
+#[cfg(windows)]
+const PROVIDER: TlsProvider = TlsProvider::NativeTls;
+#[cfg(not(windows))]
+const PROVIDER: TlsProvider = TlsProvider::Rustls;
+
+/// What outgoing TLS connections trust: `webhook.tls_roots` and `webhook.ca_file`.
+#[derive(Clone, Debug)]
+pub struct TlsTrust {
+    /// The OS certificate store; otherwise the bundled Mozilla roots.
+    system: bool,
+    /// Extra roots from `webhook.ca_file`. When there are any, the trusted set is the bundled
+    /// Mozilla roots plus these: neither TLS backend can add roots to the OS store's.
+    extra: Vec<Certificate<'static>>,
+}
+
+impl TlsTrust {
+    /// Reads `webhook.ca_file` (PEM; relative to the configuration's folder).
+    pub fn from_config(config: &Config, config_path: &Path) -> Result<TlsTrust, String> {
+        let mut extra = Vec::new();
+        if !config.webhook.ca_file.is_empty() {
+            let dir = config_path.parent().unwrap_or(Path::new("."));
+            let file = dir.join(&config.webhook.ca_file);
+            let pem =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            for item in ureq::tls::parse_pem(&pem) {
+                if let Ok(ureq::tls::PemItem::Certificate(cert)) = item {
+                    extra.push(cert);
+                }
+            }
+            if extra.is_empty() {
+                return Err(format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    file.display()
+                ));
+            }
+        }
+        Ok(TlsTrust {
+            system: config.webhook.tls_roots == "system",
+            extra,
+        })
+    }
+
+    /// The OS store (or the bundled roots) and nothing else: for tests and tools.
+    pub fn platform() -> TlsTrust {
+        TlsTrust {
+            system: true,
+            extra: Vec::new(),
+        }
+    }
+
+    fn roots(&self) -> RootCerts {
+        if !self.extra.is_empty() {
+            let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned());
+            return RootCerts::new_with_certs(
+                &bundled
+                    .chain(self.extra.iter().cloned())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if self.system {
+            RootCerts::PlatformVerifier
+        } else {
+            RootCerts::WebPki
+        }
+    }
+
+    /// An agent whose requests may take `timeout` each.
+    pub fn agent(&self, timeout: Duration) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .tls_config(
+                TlsConfig::builder()
+                    .provider(PROVIDER)
+                    .root_certs(self.roots())
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+}
+
+/// An error of an outgoing request, with a hint when the peer's certificate was not trusted.
+pub fn explain(url: &str, e: &ureq::Error) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let untrusted = [
+        "certificate",
+        "unknownissuer",
+        "unknown issuer",
+        "cert",
+        "trust",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    if untrusted && url.starts_with("https://") {
+        format!(
+            "{url}: {text} (its TLS certificate is not trusted: add the CA that issued it to \
+             webhook.ca_file, or to the Windows certificate store with webhook.tls_roots \"system\")"
+        )
+    } else {
+        format!("{url}: {text}")
+    }
+}
