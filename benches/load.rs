@@ -296,6 +296,7 @@ fn bench_simulator() -> Simulator {
         key_file: Some(
             std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
         ),
+        card: chinaport_proxy::simulator::CardKind::Rsa,
     })
     .expect("simulator")
 }

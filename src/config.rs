@@ -72,12 +72,17 @@ pub struct Config {
 pub struct CebConfig {
     /// "auto" (from the card's certificate: RSA → rsa-sha1, SM2 → sm2-sm3), "rsa-sha1" or "sm2-sm3".
     pub signature_method: String,
+    /// With SM2 cards: "w3c" (SignatureMethod xmldsig#sm2-sm3, a SHA-1 DigestValue, what customs
+    /// is known to accept) or "chinaport-2022" (the chinaport.gov.cn/2022/04 namespace with an SM3
+    /// DigestValue, for ports that ask for it).
+    pub sm2_form: String,
 }
 
 impl Default for CebConfig {
     fn default() -> Self {
         CebConfig {
             signature_method: "auto".into(),
+            sm2_form: "w3c".into(),
         }
     }
 }
@@ -644,6 +649,12 @@ impl Config {
             return Err(invalid(
                 "ceb.signature_method",
                 "must be \"auto\", \"rsa-sha1\" or \"sm2-sm3\"",
+            ));
+        }
+        if !matches!(self.ceb.sm2_form.as_str(), "w3c" | "chinaport-2022") {
+            return Err(invalid(
+                "ceb.sm2_form",
+                "must be \"w3c\" or \"chinaport-2022\"",
             ));
         }
         if self.customs.timeout_ms == 0 {

@@ -26,14 +26,19 @@ fn main() -> ExitCode {
             println!("chinaport-proxy {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Ok(Command::Run { config, simulate }) => run(config, simulate),
+        Ok(Command::Run {
+            config,
+            simulate,
+            card,
+        }) => run(config, simulate.then_some(card)),
         Ok(Command::CheckConfig { config }) => cli::check_config::run(config),
         Ok(Command::Sign(args)) => cli::sign::run(&args),
         Ok(Command::Simulate {
             config,
             listen,
             faults,
-        }) => cli::simulate::run_only(config, listen, &faults),
+            card,
+        }) => cli::simulate::run_only(config, listen, &faults, &card),
         Err(e) => Err(e),
     };
     match outcome {
@@ -52,13 +57,13 @@ fn main() -> ExitCode {
 
 /// The proxy: simulator (if asked), listener, UKey thread, webhooks, HTTP; then wait for a stop
 /// signal and drain.
-fn run(config_path: Option<PathBuf>, simulate: bool) -> Result<(), String> {
+/// `simulate`: the simulator's card kind when one runs alongside.
+fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), String> {
     let (config, path) = cli::load::load(config_path)?;
     let signals = shutdown::install()?;
-    let _simulator = if simulate {
-        Some(cli::simulate::start(&config, &path, None)?)
-    } else {
-        None
+    let _simulator = match simulate {
+        Some(card) => Some(cli::simulate::start(&config, &path, None, &card)?),
+        None => None,
     };
     // Bind first: a second copy (port in use) must fail before it touches the card.
     let listener = http::bind(&config.server).map_err(|e| e.to_string())?;

@@ -34,14 +34,7 @@ fn every_endpoint_answers_503_without_touching_the_card(
         ),
         (
             "/api/customs179",
-            json!({"sessionId": "lock-1",
-              "payExchangeInfoHead": {"guid": "A1", "initalRequest": "r", "initalResponse": "ok",
-                "ebpCode": "E", "payCode": "P", "payTransactionId": "T", "totalAmount": 1,
-                "currency": "142", "verDept": "3", "payType": "4", "tradingTime": "20250811185359"},
-              "payExchangeInfoLists": [{"orderNo": "O", "goodsInfo": [{"gname": "g", "itemLink": "https://x/y"}],
-                "recpAccount": "1", "recpName": "n"}],
-              "serviceTime": 1756571640000u64})
-            .to_string(),
+            order_179("lock-1", false),
         ),
     ];
     for _ in 0..5 {

@@ -100,6 +100,7 @@ fn the_certificate_survives_a_restart() {
             listen: "127.0.0.1:0".into(),
             password: PASSWORD.into(),
             key_file: Some(key_file.clone()),
+            ..SimOptions::default()
         })
         .unwrap()
     };
@@ -275,8 +276,8 @@ fn simulate_flag_runs_proxy_and_simulator_in_one_process() {
     let l = log.lock().unwrap().clone();
     assert!(l.contains("NOT valid at customs"), "{l}");
     assert!(
-        dir.path().join("simulator-ukey.pem").is_file(),
-        "key kept next to the config"
+        dir.path().join("simulator-ukey-sm2.pem").is_file(),
+        "the SM2 card's key kept next to the config"
     );
     let _ = child.kill();
     let _ = child.wait();

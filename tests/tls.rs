@@ -151,17 +151,6 @@ impl Drop for TlsReceiver {
     }
 }
 
-fn order(upload: bool) -> String {
-    json!({"sessionId": format!("tls-{upload}"),
-      "payExchangeInfoHead": {"guid": "A1", "initalRequest": "r", "initalResponse": "ok",
-        "ebpCode": "E", "payCode": "P", "payTransactionId": "T", "totalAmount": 1,
-        "currency": "142", "verDept": "3", "payType": "4", "tradingTime": "20250811185359"},
-      "payExchangeInfoLists": [{"orderNo": "O", "goodsInfo": [{"gname": "g", "itemLink": "https://x/y"}],
-        "recpAccount": "1", "recpName": "n"}],
-      "serviceTime": 1756571640000u64, "realTimeDataUpload": upload})
-    .to_string()
-}
-
 #[test]
 fn a_company_ca_in_ca_file_is_trusted_and_an_unknown_certificate_is_refused_clearly() {
     let certs = TempDir::new("tls");
@@ -178,7 +167,7 @@ fn a_company_ca_in_ca_file_is_trusted_and_an_unknown_certificate_is_refused_clea
     proxy.wait_healthy();
 
     // the customs upload over TLS to the CA-signed receiver
-    let r = proxy.post("/api/customs179", &order(true));
+    let r = proxy.post("/api/customs179", &order_179("tls", true));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["customs"]["code"], "10000");
     // the audit webhook too
@@ -210,7 +199,7 @@ fn a_customs_upload_to_an_untrusted_certificate_is_502_and_says_why() {
                "customs": {"upload_url": bad.url("/upload")}}),
     );
     proxy.wait_healthy();
-    let r = proxy.post("/api/customs179", &order(true));
+    let r = proxy.post("/api/customs179", &order_179("tls", true));
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(
         r.json()["error"].as_str().unwrap().contains("not trusted"),

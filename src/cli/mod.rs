@@ -17,6 +17,8 @@ pub enum Command {
     Run {
         config: Option<PathBuf>,
         simulate: bool,
+        /// The simulator's card kind, "sm2" (default) or "rsa".
+        card: String,
     },
     /// Run only the UKey simulator.
     Simulate {
@@ -24,6 +26,8 @@ pub enum Command {
         listen: Option<String>,
         /// Fault knobs, in the form `sim-ctl_Faults` takes.
         faults: serde_json::Value,
+        /// The card kind, "sm2" (default) or "rsa".
+        card: String,
     },
     /// Validate a config and print the effective settings, secrets masked.
     CheckConfig {
@@ -54,8 +58,8 @@ pub const USAGE: &str = "\
 chinaport-proxy: use a China E-Port customs UKey over HTTP
 
 USAGE:
-    chinaport-proxy [-config PATH] [--simulate]
-    chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [FAULTS]
+    chinaport-proxy [-config PATH] [--simulate [--card sm2|rsa]]
+    chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [--card sm2|rsa] [FAULTS]
     chinaport-proxy check-config [-config PATH]
     chinaport-proxy sign --scheme md5|hmac|httpsig|checksum (--key SECRET | --ed25519-key KEY)
                          [--key-id ID] [--method POST] --url URL [--body JSON] [--json]
@@ -67,6 +71,8 @@ OPTIONS:
     --simulate               also run a UKey simulator on ukey.url (no card needed;
                              its signatures are NOT valid at customs)
     --listen HOST:PORT       where `simulate` listens (default: the host and port of ukey.url)
+    --card sm2|rsa           the kind of card the simulator plays: sm2 (default, as cards
+                             issued since mid-2022) or rsa (older cards)
 
 SIGN prints the headers (or, for checksum, the signed body) and a ready curl command, for
 testing by hand. --key-id names the client (x-mg-secretid, keyid); --ed25519-key takes a PEM or
@@ -79,6 +85,7 @@ the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
     --error METHOD=MESSAGE   answer METHOD with Result:false and MESSAGE (repeatable)
     --drop-after N           close the connection instead of answering the Nth request
     --refuse                 close every connection as soon as it is accepted
+    --bad-signatures         sign other data than asked: signatures that do not verify
     -V, --version            print the version
     -h, --help               print this help
 ";
@@ -148,6 +155,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
     let mut subcommand_check = false;
     let mut listen = None;
     let mut faults = serde_json::json!({});
+    let mut card = "sm2".to_string();
     let mut first = true;
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -161,6 +169,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
             "--latency-ms" => faults["latency_ms"] = number(&flag, &value(&flag)?)?,
             "--drop-after" => faults["drop_after"] = number(&flag, &value(&flag)?)?,
             "--refuse" => faults["refuse"] = true.into(),
+            "--bad-signatures" => faults["bad_signatures"] = true.into(),
+            "--card" | "-card" => {
+                card = value(&flag)?.to_ascii_lowercase();
+                if card != "sm2" && card != "rsa" {
+                    return Err(format!("--card takes sm2 or rsa, got {card:?}"));
+                }
+            }
             "--silent" => {
                 let method = value(&flag)?;
                 match faults["silent"].as_array_mut() {
@@ -192,12 +207,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
             config,
             listen,
             faults,
+            card,
         });
     }
     if listen.is_some() || faults.as_object().is_some_and(|f| !f.is_empty()) {
         return Err("--listen and fault options go with the `simulate` subcommand".into());
     }
-    Ok(Command::Run { config, simulate })
+    Ok(Command::Run {
+        config,
+        simulate,
+        card,
+    })
 }
 
 fn number(flag: &str, text: &str) -> Result<serde_json::Value, String> {
@@ -226,7 +246,8 @@ mod tests {
                 p(args).unwrap(),
                 Command::Run {
                     config: Some("a.json".into()),
-                    simulate: false
+                    simulate: false,
+                    card: "sm2".into(),
                 }
             );
         }
@@ -234,7 +255,8 @@ mod tests {
             p(&[]).unwrap(),
             Command::Run {
                 config: None,
-                simulate: false
+                simulate: false,
+                card: "sm2".into(),
             }
         );
     }
@@ -247,7 +269,8 @@ mod tests {
             p(&["--simulate"]).unwrap(),
             Command::Run {
                 config: None,
-                simulate: true
+                simulate: true,
+                card: "sm2".into(),
             }
         );
         assert_eq!(
@@ -256,6 +279,7 @@ mod tests {
                 config: None,
                 listen: Some("127.0.0.1:1".into()),
                 faults: serde_json::json!({}),
+                card: "sm2".into(),
             }
         );
         let Command::Simulate { faults, .. } = p(&[

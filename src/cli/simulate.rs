@@ -10,14 +10,17 @@ use std::path::{Path, PathBuf};
 #[cfg(not(feature = "simulator"))]
 pub struct Simulator;
 
-/// Starts the simulator on `listen` (default: where `ukey.url` points).
+/// Starts the simulator on `listen` (default: where `ukey.url` points), playing a `card` card
+/// ("sm2" or "rsa").
 #[cfg(feature = "simulator")]
 pub fn start(
     config: &Config,
     config_path: &Path,
     listen: Option<String>,
+    card: &str,
 ) -> Result<Simulator, String> {
-    use crate::simulator::SimOptions;
+    use crate::simulator::{CardKind, SimOptions};
+    let kind = CardKind::parse(card).unwrap_or_default();
     let listen = match listen {
         Some(l) => l,
         None => {
@@ -25,15 +28,17 @@ pub fn start(
             format!("{}:{}", ep.host, ep.port)
         }
     };
-    let key_file = key_file(config_path);
+    let key_file = key_file(config_path, kind);
     let sim = Simulator::start(SimOptions {
         listen: listen.clone(),
         password: config.ukey.password.clone(),
         key_file: Some(key_file.clone()),
+        card: kind,
     })
     .map_err(|e| format!("cannot start the UKey simulator on {listen}: {e}"))?;
     log::warn!(
-        "UKey SIMULATOR listening on {} (key {}): its signatures are NOT valid at customs",
+        "UKey SIMULATOR ({} card) listening on {} (key {}): its signatures are NOT valid at customs",
+        kind.name(),
         sim.url(),
         key_file.display()
     );
@@ -41,17 +46,19 @@ pub fn start(
 }
 
 #[cfg(not(feature = "simulator"))]
-pub fn start(_: &Config, _: &Path, _: Option<String>) -> Result<Simulator, String> {
+pub fn start(_: &Config, _: &Path, _: Option<String>, _: &str) -> Result<Simulator, String> {
     let _ = Endpoint::parse;
     Err("this build has no UKey simulator (built without the `simulator` feature)".into())
 }
 
+/// One key file per card kind next to the configuration (the RSA one keeps its old name).
 #[cfg(feature = "simulator")]
-fn key_file(config_path: &Path) -> PathBuf {
-    config_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("simulator-ukey.pem")
+fn key_file(config_path: &Path, kind: crate::simulator::CardKind) -> PathBuf {
+    let name = match kind {
+        crate::simulator::CardKind::Rsa => "simulator-ukey.pem",
+        crate::simulator::CardKind::Sm2 => "simulator-ukey-sm2.pem",
+    };
+    config_path.parent().unwrap_or(Path::new(".")).join(name)
 }
 
 /// `simulate`: only the simulator, with the fault knobs given on the command line, until killed.
@@ -59,9 +66,10 @@ pub fn run_only(
     config_path: Option<PathBuf>,
     listen: Option<String>,
     faults: &serde_json::Value,
+    card: &str,
 ) -> Result<(), String> {
     let (config, path) = super::load::load(config_path)?;
-    let sim = start(&config, &path, listen)?;
+    let sim = start(&config, &path, listen, card)?;
     #[cfg(feature = "simulator")]
     log::info!("simulator faults: {}", sim.faults().apply(faults));
     #[cfg(not(feature = "simulator"))]

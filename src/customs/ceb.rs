@@ -6,43 +6,83 @@
 //! that removing it (the enveloped-signature transform) gives back exactly what was digested.
 
 use super::c14n;
+use super::cardsig;
+use super::cert::{Algorithm, CertInfo};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha1::{Digest, Sha1};
+use std::collections::BTreeMap;
 use std::fmt;
 
 const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const C14N_URI: &str = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315";
 pub const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
 pub const SM2_SM3: &str = "http://www.w3.org/2000/09/xmldsig#sm2-sm3";
-/// The SM2-with-SM3 signature algorithm OID 1.2.156.10197.1.501, DER-encoded.
-const SM3_WITH_SM2_OID: [u8; 10] = [0x06, 0x08, 0x2A, 0x81, 0x1C, 0xCF, 0x55, 0x01, 0x83, 0x75];
+pub const SHA1_DIGEST: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+/// The form some ports ask for with SM2 cards: its own namespace, and an SM3 DigestValue.
+pub const CHINAPORT_SM2_SM3: &str = "http://www.chinaport.gov.cn/2022/04/xmldsig#sm2-sm3";
+pub const CHINAPORT_SM3_DIGEST: &str = "http://www.chinaport.gov.cn/2022/04/xmldsig#sm3";
 
-/// The signature method for a certificate (base64 DER): SM2 certificates sign with sm2-sm3.
-pub fn method_for(cert_b64: &str, forced: &str) -> &'static str {
-    match forced {
-        "rsa-sha1" => return RSA_SHA1,
-        "sm2-sm3" => return SM2_SM3,
-        _ => {}
-    }
-    let der = B64.decode(cert_b64).unwrap_or_default();
-    if der
-        .windows(SM3_WITH_SM2_OID.len())
-        .any(|w| w == SM3_WITH_SM2_OID)
-    {
-        SM2_SM3
-    } else {
-        RSA_SHA1
+/// How a message is signed: the SignatureMethod and DigestMethod it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Form {
+    pub signature_method: &'static str,
+    pub digest_method: &'static str,
+}
+
+impl Form {
+    pub const RSA: Form = Form {
+        signature_method: RSA_SHA1,
+        digest_method: SHA1_DIGEST,
+    };
+    /// What customs expects from SM2 cards: sm2-sm3 in the W3C namespace, a SHA-1 digest.
+    pub const SM2: Form = Form {
+        signature_method: SM2_SM3,
+        digest_method: SHA1_DIGEST,
+    };
+    pub const SM2_CHINAPORT_2022: Form = Form {
+        signature_method: CHINAPORT_SM2_SM3,
+        digest_method: CHINAPORT_SM3_DIGEST,
+    };
+
+    /// The form for a card (`algorithm` from its certificate; `None` when unreadable):
+    /// `ceb.signature_method` (`auto`, `rsa-sha1`, `sm2-sm3`) and `ceb.sm2_form` (`w3c`,
+    /// `chinaport-2022`).
+    pub fn choose(algorithm: Option<Algorithm>, forced: &str, sm2_form: &str) -> Form {
+        let sm2 = match forced {
+            "rsa-sha1" => false,
+            "sm2-sm3" => true,
+            _ => algorithm == Some(Algorithm::Sm2),
+        };
+        match (sm2, sm2_form) {
+            (false, _) => Form::RSA,
+            (true, "chinaport-2022") => Form::SM2_CHINAPORT_2022,
+            (true, _) => Form::SM2,
+        }
     }
 }
 
-fn signed_info(method: &str, digest: &str) -> String {
+/// Base64 digest of `data` by a DigestMethod URI; `None` for one not known.
+pub fn digest_by(method: &str, data: &[u8]) -> Option<String> {
+    if method == SHA1_DIGEST {
+        Some(B64.encode(Sha1::digest(data)))
+    } else if method.ends_with("#sm3") {
+        Some(B64.encode(sm3::Sm3::digest(data)))
+    } else if method == "http://www.w3.org/2001/04/xmlenc#sha256" {
+        Some(B64.encode(sha2::Sha256::digest(data)))
+    } else {
+        None
+    }
+}
+
+fn signed_info(form: &Form, digest: &str) -> String {
     format!(
         "<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"{C14N_URI}\"></ds:CanonicalizationMethod>\
-<ds:SignatureMethod Algorithm=\"{method}\"></ds:SignatureMethod><ds:Reference URI=\"\"><ds:Transforms>\
+<ds:SignatureMethod Algorithm=\"{}\"></ds:SignatureMethod><ds:Reference URI=\"\"><ds:Transforms>\
 <ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"></ds:Transform></ds:Transforms>\
-<ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"></ds:DigestMethod>\
-<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+<ds:DigestMethod Algorithm=\"{}\"></ds:DigestMethod>\
+<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>",
+        form.signature_method, form.digest_method
     )
 }
 
@@ -100,30 +140,32 @@ impl fmt::Display for CebError {
     }
 }
 
-/// A parsed message ready to be signed: its text (line ends LF), its tree and its digest.
+/// A parsed message ready to be signed: its text (line ends LF) and its tree.
 pub struct Unsigned {
     text: String,
     doc: c14n::Document,
-    /// Base64 SHA-1 of the document's inclusive C14N.
-    pub digest: String,
 }
 
 impl Unsigned {
-    /// Parses the message, refuses one already signed, and computes its digest.
+    /// Parses the message and refuses one already signed.
     pub fn prepare(xml: &str) -> Result<Unsigned, CebError> {
         let text = c14n::normalise_line_ends(xml);
         let doc = c14n::parse(&text).map_err(CebError::NotAccepted)?;
         if c14n::contains_element(&doc, DSIG_NS, "Signature") {
             return Err(CebError::AlreadySigned);
         }
-        let digest = B64.encode(Sha1::digest(c14n::canonicalize(&doc).as_bytes()));
-        Ok(Unsigned { text, doc, digest })
+        Ok(Unsigned { text, doc })
     }
 
-    /// SignedInfo for `method`, canonicalised in its place (inherited namespaces come with it):
+    /// The DigestValue: the document's inclusive C14N, digested as `form` says.
+    pub fn digest(&self, form: &Form) -> String {
+        digest_by(form.digest_method, c14n::canonicalize(&self.doc).as_bytes()).unwrap_or_default()
+    }
+
+    /// SignedInfo for `form`, canonicalised in its place (inherited namespaces come with it):
     /// the exact string the card signs.
-    pub fn canonical_signed_info(&self, method: &str) -> Result<String, CebError> {
-        let info = signed_info(method, &self.digest);
+    pub fn canonical_signed_info(&self, form: &Form, digest: &str) -> Result<String, CebError> {
+        let info = signed_info(form, digest);
         let draft = insert(&self.text, &self.doc, &signature(&info, "", "", ""));
         c14n::parse(&draft)
             .ok()
@@ -140,8 +182,15 @@ impl Unsigned {
     }
 
     /// The signed message: the signature as the root's last child, nothing else changed.
-    pub fn signed(&self, method: &str, value: &str, cert_no: &str, cert: &str) -> String {
-        let info = signed_info(method, &self.digest);
+    pub fn signed(
+        &self,
+        form: &Form,
+        digest: &str,
+        value: &str,
+        cert_no: &str,
+        cert: &str,
+    ) -> String {
+        let info = signed_info(form, digest);
         insert(
             &self.text,
             &self.doc,
@@ -158,20 +207,222 @@ pub fn bare_base64(cert: &str) -> String {
         .collect()
 }
 
+/// What `verify` found in a signed message, part by part.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    pub algorithm: Option<Algorithm>,
+    /// The KeyName (the certificate number).
+    pub key_name: String,
+    pub digest: bool,
+    pub signature: bool,
+    pub certificate_valid_now: bool,
+    pub key_name_matches: bool,
+    pub errors: Vec<String>,
+}
+
+impl Verification {
+    pub fn valid(&self) -> bool {
+        self.digest && self.signature && self.certificate_valid_now && self.key_name_matches
+    }
+}
+
+/// Checks a signed CEB message the way customs does, and says which part fails: the
+/// DigestValue against the message without its signature, the SignatureValue over the
+/// canonical SignedInfo with the certificate's key, the certificate's validity at `now_s`, and
+/// whether the KeyName names the certificate (its serial, or `card`'s certificate number when
+/// the certificate is that card's). Bad XML is an error; a missing part is a failed check.
+pub fn verify(
+    xml: &str,
+    now_s: u64,
+    card: Option<(&str, &[u8])>,
+) -> Result<Verification, CebError> {
+    let text = c14n::normalise_line_ends(xml.trim_start_matches('\u{feff}'));
+    let doc = c14n::parse(&text).map_err(CebError::NotAccepted)?;
+    let mut v = Verification::default();
+    let Some((node_index, element_index)) = signature_child(&doc) else {
+        v.errors
+            .push("no ds:Signature element among the root's children".into());
+        return Ok(v);
+    };
+    let c14n::Node::Element(sig) = &doc.root.children[node_index] else {
+        return Err(CebError::Internal("signature node moved"));
+    };
+    let parts = SignatureParts::of(sig);
+    v.key_name = parts.get("KeyName");
+
+    // the digest: the document without its signature (the enveloped-signature transform)
+    let mut unsigned = doc.clone();
+    unsigned.root.children.remove(node_index);
+    let digest_method = parts.attr("DigestMethod");
+    match digest_by(&digest_method, c14n::canonicalize(&unsigned).as_bytes()) {
+        Some(d) if same_base64(&d, &parts.get("DigestValue")) => v.digest = true,
+        Some(_) => v.errors.push(
+            "DigestValue does not match the message: it was changed after signing, or digested in another form".into(),
+        ),
+        None => v.errors.push(format!("unknown DigestMethod {digest_method:?}")),
+    }
+
+    let cert = match CertInfo::from_base64(&parts.get("X509Certificate")) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            v.errors.push(format!("X509Certificate: {e}"));
+            None
+        }
+    };
+    if let Some(cert) = &cert {
+        v.algorithm = Some(cert.algorithm);
+        let method = parts.attr("SignatureMethod");
+        let method_fits = match cert.algorithm {
+            Algorithm::Rsa => method == RSA_SHA1,
+            Algorithm::Sm2 => method == SM2_SM3 || method == CHINAPORT_SM2_SM3,
+        };
+        if !method_fits {
+            v.errors.push(format!(
+                "SignatureMethod {method:?} does not fit the certificate's {} key",
+                cert.algorithm.name()
+            ));
+        }
+        let info_index = element_children(sig).position(|e| local(&e.name) == "SignedInfo");
+        match info_index.and_then(|i| c14n::canonicalize_subtree(&doc, &[element_index, i])) {
+            Some(info) => {
+                match cardsig::verify(cert, info.as_bytes(), &parts.get("SignatureValue")) {
+                    Ok(()) => v.signature = method_fits,
+                    Err(e) => v.errors.push(format!("SignatureValue: {e}")),
+                }
+            }
+            None => v.errors.push("no SignedInfo in the signature".into()),
+        }
+        v.certificate_valid_now = cert.valid_at(now_s);
+        if !v.certificate_valid_now {
+            v.errors.push(format!(
+                "the certificate is not valid now (valid from {} to {}, Unix seconds)",
+                cert.not_before, cert.not_after
+            ));
+        }
+        let card_named = card.is_some_and(|(no, der)| {
+            no.eq_ignore_ascii_case(v.key_name.trim()) && der == cert.der.as_slice()
+        });
+        v.key_name_matches = cert.is_named(&v.key_name) || card_named;
+        if !v.key_name_matches {
+            v.errors.push(format!(
+                "KeyName {:?} does not name the certificate (serial {})",
+                v.key_name, cert.serial_hex
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// The (node index, element index) of the root's `ds:Signature` child.
+fn signature_child(doc: &c14n::Document) -> Option<(usize, usize)> {
+    let mut element_index = 0;
+    for (i, node) in doc.root.children.iter().enumerate() {
+        if let c14n::Node::Element(e) = node {
+            let prefix = e.name.split_once(':').map(|(p, _)| p).unwrap_or("");
+            let declared =
+                e.ns.iter()
+                    .chain(doc.root.ns.iter())
+                    .find(|(p, _)| p == prefix)
+                    .map(|(_, uri)| uri.as_str());
+            if local(&e.name) == "Signature" && declared == Some(DSIG_NS) {
+                return Some((i, element_index));
+            }
+            element_index += 1;
+        }
+    }
+    None
+}
+
+fn local(name: &str) -> &str {
+    name.split_once(':').map(|(_, l)| l).unwrap_or(name)
+}
+
+fn element_children(e: &c14n::Element) -> impl Iterator<Item = &c14n::Element> {
+    e.children.iter().filter_map(|n| match n {
+        c14n::Node::Element(e) => Some(e),
+        _ => None,
+    })
+}
+
+fn same_base64(a: &str, b: &str) -> bool {
+    let clean = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    match (B64.decode(clean(a)), B64.decode(clean(b))) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The text and `Algorithm` attributes of a signature's elements, by local name (first wins).
+struct SignatureParts {
+    text: BTreeMap<String, String>,
+    algorithm: BTreeMap<String, String>,
+}
+
+impl SignatureParts {
+    fn of(sig: &c14n::Element) -> SignatureParts {
+        let mut parts = SignatureParts {
+            text: BTreeMap::new(),
+            algorithm: BTreeMap::new(),
+        };
+        parts.walk(sig);
+        parts
+    }
+
+    fn walk(&mut self, e: &c14n::Element) {
+        let name = local(&e.name).to_string();
+        let text: String = e
+            .children
+            .iter()
+            .filter_map(|n| match n {
+                c14n::Node::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.text.entry(name.clone()).or_insert(text);
+        if let Some((_, a)) = e.attrs.iter().find(|(k, _)| k == "Algorithm") {
+            self.algorithm.entry(name).or_insert_with(|| a.clone());
+        }
+        for child in element_children(e) {
+            self.walk(child);
+        }
+    }
+
+    fn get(&self, name: &str) -> String {
+        self.text
+            .get(name)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn attr(&self, name: &str) -> String {
+        self.algorithm.get(name).cloned().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn method_follows_the_certificate() {
-        let rsa = B64.encode([
-            0x30, 0x82, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x05,
-        ]);
-        let sm2 = B64.encode([
-            0x30, 0x82, 0x06, 0x08, 0x2A, 0x81, 0x1C, 0xCF, 0x55, 0x01, 0x83, 0x75,
-        ]);
-        assert_eq!(method_for(&rsa, "auto"), RSA_SHA1);
-        assert_eq!(method_for(&sm2, "auto"), SM2_SM3);
-        assert_eq!(method_for(&rsa, "sm2-sm3"), SM2_SM3);
+    fn the_form_follows_the_card_and_the_options() {
+        assert_eq!(Form::choose(Some(Algorithm::Rsa), "auto", "w3c"), Form::RSA);
+        assert_eq!(Form::choose(Some(Algorithm::Sm2), "auto", "w3c"), Form::SM2);
+        assert_eq!(
+            Form::choose(Some(Algorithm::Sm2), "auto", "chinaport-2022"),
+            Form::SM2_CHINAPORT_2022
+        );
+        assert_eq!(
+            Form::choose(Some(Algorithm::Rsa), "sm2-sm3", "w3c"),
+            Form::SM2
+        );
+        assert_eq!(
+            Form::choose(Some(Algorithm::Sm2), "rsa-sha1", "w3c"),
+            Form::RSA
+        );
+        assert_eq!(
+            Form::SM2.digest_method,
+            SHA1_DIGEST,
+            "SM2 cards keep a SHA-1 DigestValue"
+        );
     }
 }

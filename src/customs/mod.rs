@@ -2,6 +2,8 @@
 //! here serves HTTP; the endpoints that use it live in `crate::http`.
 
 pub mod c14n;
+pub mod cardsig;
 pub mod ceb;
+pub mod cert;
 pub mod customs179;
 pub mod upload;

@@ -1,14 +1,17 @@
 //! `POST /api/ceb/sign`: takes a CEB message as XML or `{"xml": …}`, has the UKey sign its
-//! SignedInfo, and answers the signed message in the same form. The XML-DSig itself is
-//! `crate::customs::ceb`.
+//! SignedInfo, checks the signature against the card's certificate, and answers the signed
+//! message in the same form. `POST /api/ceb/verify` checks a signed one part by part. The
+//! XML-DSig itself is `crate::customs::ceb`.
 
 use super::App;
 use super::audit;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
 use super::rpc::call_error_reply;
-use crate::customs::ceb::{self, CebError, Unsigned};
-use crate::ukey::{SIGN_CERT_METHOD, frame};
+use super::signing;
+use crate::customs::ceb::{self, CebError, Form, Unsigned};
+use crate::customs::cert::CertInfo;
+use crate::ukey::frame;
 use serde_json::{Map, Value, json};
 
 const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
@@ -31,23 +34,29 @@ fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
         Err(e @ CebError::Internal(_)) => return Reply::error(500, e.to_string()),
         Err(e) => return Reply::error(400, e.to_string()),
     };
-    let cert = match certificate(app, ex) {
-        Ok(c) => ceb::bare_base64(&c),
+    let cert = match signing::sign_cert(app, ex) {
+        Ok(c) => c,
         Err(reply) => return reply,
     };
-    let method = ceb::method_for(&cert, &app.config.ceb.signature_method);
-    let canonical_info = match unsigned.canonical_signed_info(method) {
+    let ceb = &app.config.ceb;
+    let form = Form::choose(
+        Some(cert.info.algorithm),
+        &ceb.signature_method,
+        &ceb.sm2_form,
+    );
+    let digest = unsigned.digest(&form);
+    let canonical_info = match unsigned.canonical_signed_info(&form, &digest) {
         Ok(c) => c,
         Err(e) => return Reply::error(500, e.to_string()),
     };
     let mut args = Map::new();
-    args.insert("inData".into(), Value::String(canonical_info));
+    args.insert("inData".into(), Value::String(canonical_info.clone()));
     let f = match app.ukey.call(SIGN_METHOD, args, request_id, ex.arrived) {
         Ok(f) => f,
         Err(e) => return call_error_reply(&e),
     };
     if !frame::succeeded(&f) {
-        return card_error(&f, "sign", request_id);
+        return signing::card_error(&f, "sign", request_id);
     }
     let Some((value, cert_no)) = frame::signature_and_cert(&f, app.ukey.status().cert_no()) else {
         return Reply::json(
@@ -55,11 +64,16 @@ fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
             json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": f}),
         );
     };
-    let signed = unsigned.signed(method, &value, &cert_no, &cert);
+    if let Err(reply) =
+        signing::self_check(app, ex, &cert, &cert_no, canonical_info.as_bytes(), &value)
+    {
+        return reply;
+    }
+    let signed = unsigned.signed(&form, &digest, &value, &cert_no, &cert.b64);
     if want_json {
         return Reply::json(
             200,
-            json!({"signedXml": signed, "digestValue": unsigned.digest, "signatureValue": value, "certNo": cert_no}),
+            json!({"signedXml": signed, "digestValue": digest, "signatureValue": value, "certNo": cert_no}),
         );
     }
     Reply {
@@ -69,6 +83,45 @@ fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
             content_type: "application/xml; charset=utf-8",
         },
         headers: Vec::new(),
+    }
+}
+
+/// `POST /api/ceb/verify`: checks a signed message part by part, so that a customs "签名错误"
+/// receipt can be traced to the digest, the signature, the certificate or the KeyName.
+pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
+    ex.ukey_method = Some("ceb.verify".into());
+    let (xml, _) = match message_of(&input.body, &input.content_type) {
+        Ok(i) => i,
+        Err(e) => return Reply::error(400, e),
+    };
+    let status = app.ukey.status();
+    let card = status
+        .cert_no()
+        .zip(status.sign_cert())
+        .and_then(|(no, b64)| Some((no, CertInfo::from_base64(&b64).ok()?.der)));
+    let now_s = crate::ukey::now_ms() / 1000;
+    match ceb::verify(
+        &xml,
+        now_s,
+        card.as_ref().map(|(n, d)| (n.as_str(), d.as_slice())),
+    ) {
+        Ok(v) => Reply::json(
+            200,
+            json!({
+                "valid": v.valid(),
+                "algorithm": v.algorithm.map(|a| a.name()),
+                "cert_no": v.key_name,
+                "checks": {
+                    "digest": v.digest,
+                    "signature": v.signature,
+                    "certificate_valid_now": v.certificate_valid_now,
+                    "key_name_matches": v.key_name_matches,
+                },
+                "errors": v.errors,
+            }),
+        ),
+        Err(e @ CebError::Internal(_)) => Reply::error(500, e.to_string()),
+        Err(e) => Reply::error(400, e.to_string()),
     }
 }
 
@@ -87,30 +140,4 @@ fn message_of(body: &[u8], content_type: &str) -> Result<(String, bool), String>
         Some(Value::String(x)) => Ok((x.clone(), true)),
         _ => Err("JSON body must be {\"xml\": \"<the message>\"}".into()),
     }
-}
-
-fn card_error(f: &Value, what: &str, request_id: &str) -> Reply {
-    let errors = frame::errors(f).join("; ");
-    Reply::json(
-        400,
-        json!({"error": format!("the UKey could not {what}: {errors}"), "request_id": request_id, "ukey": f}),
-    )
-}
-
-/// The signing certificate: the one read on connecting, or asked for now.
-fn certificate(app: &App, ex: &Exchange) -> Result<String, Reply> {
-    let request_id = ex.request_id.as_str();
-    if let Some(c) = app.ukey.status().sign_cert() {
-        return Ok(c);
-    }
-    let f = app
-        .ukey
-        .call(SIGN_CERT_METHOD, Map::new(), request_id, ex.arrived)
-        .map_err(|e| call_error_reply(&e))?;
-    if !frame::succeeded(&f) {
-        return Err(card_error(&f, "hand out its certificate", request_id));
-    }
-    frame::first_data(&f)
-        .map(str::to_owned)
-        .ok_or_else(|| Reply::error(502, "the UKey answered without a certificate"))
 }

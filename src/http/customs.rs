@@ -7,6 +7,7 @@ use super::audit;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
 use super::rpc::call_error_reply;
+use super::signing;
 use crate::customs::customs179::{self, Order};
 use crate::customs::upload::Upload;
 use crate::ukey::frame;
@@ -48,6 +49,16 @@ fn sign(app: &App, body: &[u8], ex: &Exchange) -> Reply {
             json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": f}),
         );
     };
+    // nothing goes to customs, or back as valid, that does not verify
+    let cert = match signing::sign_cert(app, ex) {
+        Ok(c) => c,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) =
+        signing::self_check(app, ex, &cert, &cert_no, source.as_bytes(), &sign_value)
+    {
+        return reply;
+    }
     let mut warnings = Vec::new();
     if app.customs.signed_before(&order.session_id) {
         let w = format!(

@@ -15,6 +15,7 @@ pub mod reply;
 pub mod routes;
 pub mod rpc;
 pub mod serve;
+pub mod signing;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ServerConfig};

@@ -57,6 +57,12 @@ pub static ROUTES: &[Route] = &[
         access: Access::Signed,
         handler: ceb::sign,
     },
+    Route {
+        method: Method::Post,
+        path: "/api/ceb/verify",
+        access: Access::Signed,
+        handler: ceb::verify,
+    },
 ];
 
 /// What the table says about a request.

@@ -1,7 +1,9 @@
-//! The simulated card's key material: an RSA key and self-signed certificates that say
-//! "SIMULATOR" in their subject, kept in one PEM file so that they survive restarts. It signs as RSA
-//! cards do: PKCS#1 v1.5 with SHA-1.
+//! The simulated card's key material: an SM2 key (the default, as cards issued since mid-2022
+//! are) or an RSA key, and self-signed certificates that say "SIMULATOR" in their subject, kept
+//! in one PEM file so that they survive restarts. It signs as such cards do: SM2 over SM3 with
+//! the default user ID, answered as raw `r || s`; or RSA PKCS#1 v1.5 with SHA-1.
 
+use crate::customs::cardsig::SM2_DEFAULT_ID;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rsa::pkcs1v15::SigningKey;
@@ -18,8 +20,41 @@ use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::spki::{SubjectPublicKeyInfo, SubjectPublicKeyInfoRef};
+use x509_cert::spki::{EncodePublicKey, SubjectPublicKeyInfo, SubjectPublicKeyInfoRef};
 use x509_cert::time::Validity;
+
+/// Which kind of card the simulator plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CardKind {
+    /// SM2 with SM3: cards issued since mid-2022, most cards in use.
+    #[default]
+    Sm2,
+    /// RSA with SHA-1: older cards.
+    Rsa,
+}
+
+impl CardKind {
+    pub fn parse(s: &str) -> Option<CardKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "sm2" => Some(CardKind::Sm2),
+            "rsa" => Some(CardKind::Rsa),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CardKind::Sm2 => "sm2",
+            CardKind::Rsa => "rsa",
+        }
+    }
+}
+
+/// The card's private key.
+enum Key {
+    Rsa(Box<PrivateKey>),
+    Sm2(Box<sm2::dsa::SigningKey>),
+}
 
 /// Real cards use 1024- or 2048-bit RSA keys.
 const KEY_BITS: usize = 2048;
@@ -32,7 +67,7 @@ const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The key and the two certificates (signing, envelope) of one simulated card.
 pub struct Card {
-    key: PrivateKey,
+    key: Key,
     sign_cert: Vec<u8>,
     env_cert: Vec<u8>,
 }
@@ -60,13 +95,13 @@ impl BuilderProfile for SelfSigned {
 impl Card {
     /// Loads the card from `path`, or makes a new one and saves it there (written to a temporary
     /// file and renamed, so a half-written file is never read).
-    pub fn load_or_create(path: &Path) -> Result<Card, String> {
+    pub fn load_or_create(path: &Path, kind: CardKind) -> Result<Card, String> {
         if path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             return Card::from_pem(&text).map_err(|e| format!("{}: {e}", path.display()));
         }
-        let card = Card::generate()?;
+        let card = Card::generate(kind)?;
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -81,12 +116,24 @@ impl Card {
         }
     }
 
-    /// A new key and certificates (takes a moment: RSA key generation).
-    pub fn generate() -> Result<Card, String> {
+    /// A new key and certificates (an RSA key takes a moment).
+    pub fn generate(kind: CardKind) -> Result<Card, String> {
         let mut rng = getrandom::SysRng;
-        let key = PrivateKey::new(&mut rng, KEY_BITS).map_err(|e| e.to_string())?;
-        let sign_cert = self_signed(&key, SIGN_SUBJECT, 1)?;
-        let env_cert = self_signed(&key, ENV_SUBJECT, 2)?;
+        let key = match kind {
+            CardKind::Rsa => Key::Rsa(Box::new(
+                PrivateKey::new(&mut rng, KEY_BITS).map_err(|e| e.to_string())?,
+            )),
+            CardKind::Sm2 => {
+                let secret = random_sm2_key()?;
+                Key::Sm2(Box::new(
+                    sm2::dsa::SigningKey::new(SM2_DEFAULT_ID, &secret)
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+        };
+        let serial = serial_of(&public_key_der(&key));
+        let sign_cert = self_signed(&key, SIGN_SUBJECT, serial)?;
+        let env_cert = self_signed(&key, ENV_SUBJECT, serial.wrapping_add(1))?;
         Ok(Card {
             key,
             sign_cert,
@@ -94,10 +141,29 @@ impl Card {
         })
     }
 
+    pub fn kind(&self) -> CardKind {
+        match self.key {
+            Key::Rsa(_) => CardKind::Rsa,
+            Key::Sm2(_) => CardKind::Sm2,
+        }
+    }
+
     fn to_pem(&self) -> Result<String, String> {
-        let key = self.key.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let key = match &self.key {
+            Key::Rsa(k) => k
+                .to_pkcs8_der()
+                .map_err(|e| e.to_string())?
+                .as_bytes()
+                .to_vec(),
+            Key::Sm2(k) => sm2::SecretKey::from_bytes(&k.to_bytes())
+                .map_err(|e| e.to_string())?
+                .to_pkcs8_der()
+                .map_err(|e| e.to_string())?
+                .as_bytes()
+                .to_vec(),
+        };
         Ok([
-            pem_block("PRIVATE KEY", key.as_bytes()),
+            pem_block("PRIVATE KEY", &key),
             pem_block("CERTIFICATE", &self.sign_cert),
             pem_block("CERTIFICATE", &self.env_cert),
         ]
@@ -111,7 +177,17 @@ impl Card {
         if k != "PRIVATE KEY" || c1 != "CERTIFICATE" || c2 != "CERTIFICATE" {
             return Err("expected a private key and two certificates".into());
         }
-        let key = PrivateKey::from_pkcs8_der(&key).map_err(|e| e.to_string())?;
+        let key = match PrivateKey::from_pkcs8_der(&key) {
+            Ok(rsa) => Key::Rsa(Box::new(rsa)),
+            Err(_) => {
+                let secret = sm2::SecretKey::from_pkcs8_der(&key)
+                    .map_err(|e| format!("neither an RSA nor an SM2 key: {e}"))?;
+                Key::Sm2(Box::new(
+                    sm2::dsa::SigningKey::new(SM2_DEFAULT_ID, &secret)
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+        };
         Certificate::from_der(&sign_cert).map_err(|e| e.to_string())?;
         Ok(Card {
             key,
@@ -120,18 +196,10 @@ impl Card {
         })
     }
 
-    /// The certificate number: the signing certificate's serial as 8 hex digits, derived from
-    /// the public key so it stays the same for the same key.
+    /// The certificate number: 8 hex digits derived from the public key (so it stays the same
+    /// for the same key), which is also the signing certificate's serial.
     pub fn cert_no(&self) -> String {
-        let spki = self.public_key_der();
-        let digest = Sha1::digest(&spki);
-        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn public_key_der(&self) -> Vec<u8> {
-        SubjectPublicKeyInfo::from_key(self.key.as_public_key())
-            .and_then(|spki| spki.to_der().map_err(Into::into))
-            .unwrap_or_default()
+        format!("{:08x}", serial_of(&public_key_der(&self.key)))
     }
 
     /// Signing certificate as base64 DER without PEM lines, as the card hands it out.
@@ -147,23 +215,39 @@ impl Card {
         &self.sign_cert
     }
 
-    /// PKCS#1 v1.5 signature with SHA-1 over `data`, base64.
+    /// The card's signature over `data`, base64: RSA PKCS#1 v1.5 with SHA-1, or SM2 over SM3
+    /// with the default user ID as raw `r || s` (64 bytes), as SM2 cards answer.
     pub fn sign(&self, data: &[u8]) -> Result<String, String> {
-        self.key
-            .pkcs1v15_sign::<Sha1>(data)
-            .map(|s| B64.encode(s))
-            .map_err(|e| e.to_string())
+        match &self.key {
+            Key::Rsa(k) => k
+                .pkcs1v15_sign::<Sha1>(data)
+                .map(|s| B64.encode(s))
+                .map_err(|e| e.to_string()),
+            Key::Sm2(k) => {
+                use sm2::dsa::signature::Signer;
+                let sig: sm2::dsa::Signature = k.try_sign(data).map_err(|e| e.to_string())?;
+                Ok(B64.encode(sig.to_bytes()))
+            }
+        }
     }
 
-    /// PKCS#1 v1.5 signature over a SHA-1 digest given by the caller, base64.
+    /// A signature over a digest given by the caller (SHA-1 for RSA, the SM3 hash e for SM2).
     pub fn sign_digest(&self, digest: &[u8]) -> Result<String, String> {
-        if digest.len() != 20 {
-            return Err(format!("a SHA-1 digest has 20 bytes, got {}", digest.len()));
+        match &self.key {
+            Key::Rsa(k) => {
+                if digest.len() != 20 {
+                    return Err(format!("a SHA-1 digest has 20 bytes, got {}", digest.len()));
+                }
+                k.pkcs1v15_sign_prehash::<Sha1>(digest)
+                    .map(|s| B64.encode(s))
+                    .map_err(|e| e.to_string())
+            }
+            Key::Sm2(k) => {
+                use sm2::dsa::signature::hazmat::PrehashSigner;
+                let sig: sm2::dsa::Signature = k.sign_prehash(digest).map_err(|e| e.to_string())?;
+                Ok(B64.encode(sig.to_bytes()))
+            }
         }
-        self.key
-            .pkcs1v15_sign_prehash::<Sha1>(digest)
-            .map(|s| B64.encode(s))
-            .map_err(|e| e.to_string())
     }
 
     /// Verifies a base64 signature over `data`, with `cert_der` or this card's certificate.
@@ -173,16 +257,10 @@ impl Card {
         signature_b64: &str,
         cert_der: Option<&[u8]>,
     ) -> Result<(), String> {
-        let signature = B64
-            .decode(signature_b64.trim())
-            .map_err(|_| "signData is not base64".to_string())?;
-        let public = match cert_der {
-            Some(der) => public_key_of(der)?,
-            None => self.key.to_public_key(),
-        };
-        public
-            .pkcs1v15_verify::<Sha1>(data, &signature)
-            .map_err(|_| "验证签名失败 (signature does not verify)".to_string())
+        let cert = crate::customs::cert::CertInfo::from_der(cert_der.unwrap_or(&self.sign_cert))
+            .map_err(|e| format!("bad certificate: {e}"))?;
+        crate::customs::cardsig::verify(&cert, data, signature_b64)
+            .map_err(|e| format!("验证签名失败 ({e})"))
     }
 
     /// Validity of the signing certificate as the card reports it.
@@ -190,6 +268,18 @@ impl Card {
         let cert = Certificate::from_der(&self.sign_cert).map_err(|e| e.to_string())?;
         let v = &cert.tbs_certificate().validity();
         Ok((v.not_before.to_string(), v.not_after.to_string()))
+    }
+}
+
+/// A fresh SM2 private key from the OS's random source.
+fn random_sm2_key() -> Result<sm2::SecretKey, String> {
+    loop {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+        // a value of 0 or at least the group order is rejected; draw again (p ~ 2^-32)
+        if let Ok(key) = sm2::SecretKey::from_slice(&bytes) {
+            return Ok(key);
+        }
     }
 }
 
@@ -205,17 +295,50 @@ pub fn public_key_of(cert_der: &[u8]) -> Result<PublicKey, String> {
     PublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA certificate: {e}"))
 }
 
-fn self_signed(key: &PrivateKey, subject: &str, serial: u32) -> Result<Vec<u8>, String> {
+fn public_key_der(key: &Key) -> Vec<u8> {
+    match key {
+        Key::Rsa(k) => SubjectPublicKeyInfo::from_key(k.as_public_key())
+            .and_then(|spki| spki.to_der().map_err(Into::into))
+            .unwrap_or_default(),
+        Key::Sm2(k) => k
+            .verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+/// 32 bits of the public key's SHA-1: the certificate number and serial.
+fn serial_of(spki_der: &[u8]) -> u32 {
+    let d = Sha1::digest(spki_der);
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+fn self_signed(key: &Key, subject: &str, serial: u32) -> Result<Vec<u8>, String> {
     let name = Name::from_str(subject).map_err(|e| e.to_string())?;
-    let spki = SubjectPublicKeyInfo::from_key(key.as_public_key()).map_err(|e| e.to_string())?;
     let validity = Validity::from_now(TEN_YEARS).map_err(|e| e.to_string())?;
-    let builder =
-        CertificateBuilder::new(SelfSigned(name), SerialNumber::from(serial), validity, spki)
-            .map_err(|e| e.to_string())?;
-    let signer: SigningKey<Sha1> = SigningKey::new(key.clone());
-    let cert = builder
-        .build::<_, rsa::pkcs1v15::Signature>(&signer)
-        .map_err(|e| e.to_string())?;
+    let serial = SerialNumber::from(serial);
+    let cert = match key {
+        Key::Rsa(k) => {
+            let spki =
+                SubjectPublicKeyInfo::from_key(k.as_public_key()).map_err(|e| e.to_string())?;
+            let builder = CertificateBuilder::new(SelfSigned(name), serial, validity, spki)
+                .map_err(|e| e.to_string())?;
+            let signer: SigningKey<Sha1> = SigningKey::new((**k).clone());
+            builder
+                .build::<_, rsa::pkcs1v15::Signature>(&signer)
+                .map_err(|e| e.to_string())?
+        }
+        Key::Sm2(k) => {
+            let spki =
+                SubjectPublicKeyInfo::from_key(k.verifying_key()).map_err(|e| e.to_string())?;
+            let builder = CertificateBuilder::new(SelfSigned(name), serial, validity, spki)
+                .map_err(|e| e.to_string())?;
+            builder
+                .build::<_, sm2::dsa::Signature>(k.as_ref())
+                .map_err(|e| e.to_string())?
+        }
+    };
     cert.to_der().map_err(|e| e.to_string())
 }
 
@@ -257,8 +380,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_sm2_card_signs_raw_r_s_that_verify_with_its_certificate() {
+        let card = Card::generate(CardKind::Sm2).unwrap();
+        let again = Card::from_pem(&card.to_pem().unwrap()).unwrap();
+        assert_eq!(again.kind(), CardKind::Sm2);
+        assert_eq!(card.cert_no(), again.cert_no());
+        let sig = again.sign(b"hello").unwrap();
+        assert_eq!(B64.decode(&sig).unwrap().len(), 64, "raw r || s");
+        assert!(card.verify(b"hello", &sig, None).is_ok());
+        assert!(card.verify(b"other", &sig, None).is_err());
+        let info = crate::customs::cert::CertInfo::from_der(&card.sign_cert).unwrap();
+        assert_eq!(info.algorithm, crate::customs::cert::Algorithm::Sm2);
+        assert!(info.is_named(&card.cert_no()));
+    }
+
+    #[test]
     fn pem_round_trip_keeps_key_and_certificates() {
-        let card = Card::generate().unwrap();
+        let card = Card::generate(CardKind::Rsa).unwrap();
         let again = Card::from_pem(&card.to_pem().unwrap()).unwrap();
         assert_eq!(card.sign_cert, again.sign_cert);
         assert_eq!(card.cert_no(), again.cert_no());

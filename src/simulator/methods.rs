@@ -43,7 +43,9 @@ pub fn check_password(expected: &str, args: &Value) -> Result<(), Vec<String>> {
 }
 
 /// Answers one card method: `Ok(Data)` or `Err(Error)`.
-pub fn call(card: &Card, method: &str, args: &Value) -> Outcome {
+/// With `bad_signatures`, signatures are made over other data: well-formed, but they do not
+/// verify (a swapped card or a faulty reader).
+pub fn call(card: &Card, method: &str, args: &Value, bad_signatures: bool) -> Outcome {
     match method {
         "cus-sec_SpcGetCertNo" => Ok(vec![card.cert_no()]),
         "cus-sec_SpcGetEntName" => Ok(vec![ENT_NAME.into()]),
@@ -55,7 +57,12 @@ pub fn call(card: &Card, method: &str, args: &Value) -> Outcome {
         }
         "cus-sec_SpcSignDataAsPEM" => {
             let data = required(args, "inData")?;
-            let signature = card.sign(data.as_bytes()).map_err(failed)?;
+            let signed = if bad_signatures {
+                format!("{data} (not what was asked)")
+            } else {
+                data.to_string()
+            };
+            let signature = card.sign(signed.as_bytes()).map_err(failed)?;
             Ok(vec![signature, card.cert_no()])
         }
         "cus-sec_SpcSignDataNoHashAsPEM" => {

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
-pub use card::{Card, SIMULATOR_MARK};
+pub use card::{Card, CardKind, SIMULATOR_MARK};
 pub use methods::ENT_NAME;
 
 /// Frames remembered for inspection (tests, `--simulate` debugging); older ones are dropped.
@@ -44,6 +44,8 @@ pub struct Faults {
     pub reverse_batch: AtomicUsize,
     /// Requests received so far, over all connections.
     pub requests_seen: AtomicU64,
+    /// Sign over other data than asked: signatures that do not verify.
+    pub bad_signatures: AtomicBool,
 }
 
 impl Faults {
@@ -78,6 +80,7 @@ impl Faults {
             self.drop_after_requests.store(0, Ordering::SeqCst);
             self.refuse_connections.store(false, Ordering::SeqCst);
             self.reverse_batch.store(0, Ordering::SeqCst);
+            self.bad_signatures.store(false, Ordering::SeqCst);
             if let Ok(mut s) = self.silent_methods.lock() {
                 s.clear();
             }
@@ -95,6 +98,9 @@ impl Faults {
         }
         if let Some(r) = args.get("refuse").and_then(Value::as_bool) {
             self.set_refuse(r);
+        }
+        if let Some(b) = args.get("bad_signatures").and_then(Value::as_bool) {
+            self.bad_signatures.store(b, Ordering::SeqCst);
         }
         if let Some(methods) = args.get("silent").and_then(Value::as_array) {
             for m in methods.iter().filter_map(Value::as_str) {
@@ -135,6 +141,7 @@ impl Faults {
             "errors": errors,
             "drop_after_request": self.drop_after_requests.load(Ordering::SeqCst),
             "refuse": self.refuse_connections.load(Ordering::SeqCst),
+            "bad_signatures": self.bad_signatures.load(Ordering::SeqCst),
         })
     }
 
@@ -161,6 +168,8 @@ pub struct SimOptions {
     pub password: String,
     /// Where the key and certificates are kept (made on first use); `None`: a new key each start.
     pub key_file: Option<PathBuf>,
+    /// The kind of card played: SM2 (default) or RSA.
+    pub card: CardKind,
 }
 
 impl Default for SimOptions {
@@ -169,6 +178,7 @@ impl Default for SimOptions {
             listen: "127.0.0.1:61232".into(),
             password: "88888888".into(),
             key_file: None,
+            card: CardKind::default(),
         }
     }
 }
@@ -194,10 +204,18 @@ pub struct Simulator {
 impl Simulator {
     pub fn start(options: SimOptions) -> io::Result<Simulator> {
         let card = match &options.key_file {
-            Some(path) => Card::load_or_create(path),
-            None => Card::generate(),
+            Some(path) => Card::load_or_create(path, options.card),
+            None => Card::generate(options.card),
         }
         .map_err(io::Error::other)?;
+        if card.kind() != options.card {
+            return Err(io::Error::other(format!(
+                "the simulator's key file holds an {} card, not {}: use --card {} or another file",
+                card.kind().name(),
+                options.card.name(),
+                card.kind().name()
+            )));
+        }
         let listener = TcpListener::bind(&options.listen)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -393,7 +411,12 @@ fn answer(ws: &mut WebSocket<TcpStream>, shared: &Shared, frame: &Value) -> Resu
         None => {
             methods::check_password(&shared.options.password, &args).and_then(|()| match method {
                 "sim-ctl_Faults" => Ok(vec![shared.faults.apply(&args).to_string()]),
-                _ => methods::call(&shared.card, method, &args),
+                _ => methods::call(
+                    &shared.card,
+                    method,
+                    &args,
+                    shared.faults.bad_signatures.load(Ordering::SeqCst),
+                ),
             })
         }
     };

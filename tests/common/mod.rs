@@ -5,7 +5,7 @@
 
 pub mod receiver;
 
-use chinaport_proxy::simulator::{SimOptions, Simulator};
+use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -60,11 +60,26 @@ pub fn shared_key_file() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-simulator-ukey.pem")
 }
 
+/// An RSA card: most tests check its signatures with OpenSSL's SHA-1 and xmlsec1.
 pub fn simulator() -> Simulator {
     Simulator::start(SimOptions {
         listen: "127.0.0.1:0".into(),
         password: PASSWORD.into(),
         key_file: Some(shared_key_file()),
+        card: CardKind::Rsa,
+    })
+    .expect("start simulator")
+}
+
+/// An SM2 card, as cards issued since mid-2022 are (and as the simulator plays by default).
+pub fn simulator_sm2() -> Simulator {
+    Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-simulator-ukey-sm2.pem"),
+        ),
+        card: CardKind::Sm2,
     })
     .expect("start simulator")
 }
@@ -479,4 +494,16 @@ impl Client {
         resp.body = body;
         Some(resp)
     }
+}
+
+/// A small valid customs-179 order (the fields customs requires, nothing more).
+pub fn order_179(session: &str, upload: bool) -> String {
+    json!({"sessionId": session,
+      "payExchangeInfoHead": {"guid": "A1", "initalRequest": "r", "initalResponse": "ok",
+        "ebpCode": "E", "payCode": "P", "payTransactionId": "T", "totalAmount": 1,
+        "currency": "142", "verDept": "3", "payType": "4", "tradingTime": "20250811185359"},
+      "payExchangeInfoLists": [{"orderNo": "O", "goodsInfo": [{"gname": "g", "itemLink": "https://x/y"}],
+        "recpAccount": "1", "recpName": "n"}],
+      "serviceTime": 1756571640000u64, "realTimeDataUpload": upload})
+    .to_string()
 }
