@@ -297,6 +297,7 @@ fn bench_simulator() -> Simulator {
             std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
         ),
         card: chinaport_proxy::simulator::CardKind::Rsa,
+        cert_days: None,
     })
     .expect("simulator")
 }

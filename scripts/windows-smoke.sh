@@ -34,6 +34,9 @@ trap cleanup EXIT
 cp target/x86_64-pc-windows-gnu/release/chinaport-proxy.exe "$app/"
 # test-only: Debian's wine 8 lacks bcryptprimitives.dll (see scripts/windows/prng-shim.c)
 x86_64-w64-mingw32-gcc -shared -O2 -o "$app/bcryptprimitives.dll" scripts/windows/prng-shim.c -ladvapi32
+# a stand-in for the vendor's SetAccessControl.exe, on the Windows PATH only (WINEPATH below)
+mkdir -p "$work/vendor"
+x86_64-w64-mingw32-gcc -O2 -o "$work/vendor/SetAccessControl.exe" scripts/windows/setaccesscontrol-stub.c
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -72,7 +75,7 @@ target/release/chinaport-proxy simulate --listen "127.0.0.1:$ukey_port" -config 
 sim_pid=$!
 
 say "starting the exe under wine (no -config: it must find config.json next to itself)"
-export WINEPREFIX="$work/prefix" WINEDEBUG=-all
+export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEPATH="Z:${work//\//\\}\\vendor"
 (cd / && exec wine "$app/chinaport-proxy.exe") > "$work/wine.out" 2>&1 &
 wine_pid=$!
 
@@ -123,6 +126,13 @@ case "$tls_result" in
   delivered) say "audit webhook delivered over HTTPS by SChannel, trusting the CA in webhook.ca_file" ;;
   revocation) say "HTTPS webhook went through SChannel up to the chain check (wine cannot check revocation; see above)" ;;
 esac
+
+ts=$(date +%s%3N)
+sig=$(printf '%s' "POST/api/ukey/restart${ts}${secret}" | md5sum | cut -d' ' -f1)
+restart=$(curl -s -X POST -H "X-Timestamp: $ts" -H "X-Signature: $sig" "http://127.0.0.1:$port/api/ukey/restart")
+printf '%s' "$restart" | grep -q 'stub SetAccessControl -restart -i' \
+  || fail "POST /api/ukey/restart did not find and run SetAccessControl.exe on PATH: $restart"
+say "SetAccessControl.exe found on the Windows PATH and run with -restart -i"
 
 [ -s "$app/proxy.log" ] || fail "no log file next to the exe"
 grep -q "listening on http://127.0.0.1:$port" "$app/proxy.log" || fail "log lacks the listening line"

@@ -152,6 +152,13 @@ pub struct UkeyConfig {
     pub max_queue: usize,
     /// How long one connection attempt (TCP plus WebSocket handshake) may take.
     pub connect_timeout_ms: u64,
+    /// The command that restarts the E-Port client software: program, then arguments. Empty:
+    /// on Windows, `SetAccessControl.exe -restart -i` when it is found; elsewhere, never.
+    pub client_restart_command: Vec<String>,
+    /// Restart the client software after this many failed reconnects in a row.
+    pub client_restart_after_failures: u32,
+    /// At most one automatic restart in this many seconds.
+    pub client_restart_min_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -339,6 +346,9 @@ impl Default for UkeyConfig {
             max_in_flight: 1,
             max_queue: 256,
             connect_timeout_ms: 3_000,
+            client_restart_command: Vec::new(),
+            client_restart_after_failures: 5,
+            client_restart_min_interval_s: 300,
         }
     }
 }
@@ -662,6 +672,23 @@ impl Config {
         }
         if self.log.max_size_mb == 0 {
             return Err(invalid("log.max_size_mb", "must be greater than 0"));
+        }
+        if self.ukey.client_restart_after_failures == 0 {
+            return Err(invalid(
+                "ukey.client_restart_after_failures",
+                "must be greater than 0",
+            ));
+        }
+        if self
+            .ukey
+            .client_restart_command
+            .first()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "ukey.client_restart_command",
+                "the first item is the program to run and must not be empty",
+            ));
         }
         if self.ukey.connect_timeout_ms == 0 {
             return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));

@@ -34,6 +34,7 @@ pub fn start(
         password: config.ukey.password.clone(),
         key_file: Some(key_file.clone()),
         card: kind,
+        cert_days: None,
     })
     .map_err(|e| format!("cannot start the UKey simulator on {listen}: {e}"))?;
     log::warn!(

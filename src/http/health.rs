@@ -3,6 +3,7 @@
 use super::App;
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
+use crate::ukey::expiry::{days_left, rfc3339};
 use crate::ukey::now_ms;
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -12,18 +13,32 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
     let connected = status.connected.load(Ordering::SeqCst);
     let probe_ms = status.last_probe_ms.load(Ordering::SeqCst);
     let probe_ok = status.last_probe_ok.load(Ordering::SeqCst);
-    let healthy = connected && probe_ok;
+    let not_after = status.cert_not_after.load(Ordering::SeqCst);
+    let days_left = (not_after > 0).then(|| days_left(not_after, now_ms() / 1000));
+    let expired = days_left.is_some_and(|d| d < 0) && now_ms() / 1000 > not_after;
+    let healthy = connected && probe_ok && !expired;
     let backlog = app.webhooks.backlog();
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "connected": connected,
+        "days_left": days_left,
         "password_refused": status.password_refused.load(Ordering::SeqCst),
         "cert_no": status.cert_no(),
         "last_probe": {
             "time_ms": if probe_ms == 0 { None } else { Some(probe_ms) },
             "ok": probe_ok,
         },
-        "last_error": status.last_error().map(|e| app.masker.mask_str(&e)),
+        "last_error": if expired {
+            Some(format!("the card's signing certificate expired on {}: renew it", rfc3339(not_after)))
+        } else {
+            status.last_error().map(|e| app.masker.mask_str(&e))
+        },
+        "certificate": {
+            "not_after": (not_after > 0).then(|| rfc3339(not_after)),
+            "days_left": days_left,
+            "expired": expired,
+        },
+        "client_restart": status.client_restart.lock().ok().and_then(|r| r.clone()),
         "in_flight": status.in_flight.load(Ordering::SeqCst),
         "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
         "uptime_s": app.started.elapsed().as_secs(),

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod card;
 pub mod ceb;
 pub mod customs;
 pub mod exchange;

@@ -4,7 +4,7 @@
 
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use super::{App, ceb, customs, health, rpc};
+use super::{App, card, ceb, customs, health, rpc};
 use tiny_http::Method;
 
 /// Who may call a route.
@@ -62,6 +62,30 @@ pub static ROUTES: &[Route] = &[
         path: "/api/ceb/verify",
         access: Access::Signed,
         handler: ceb::verify,
+    },
+    Route {
+        method: Method::Get,
+        path: "/api/cert",
+        access: Access::Signed,
+        handler: card::info,
+    },
+    Route {
+        method: Method::Get,
+        path: "/api/cert/sign.cer",
+        access: Access::Signed,
+        handler: card::sign_cer,
+    },
+    Route {
+        method: Method::Get,
+        path: "/api/cert/env.cer",
+        access: Access::Signed,
+        handler: card::env_cer,
+    },
+    Route {
+        method: Method::Post,
+        path: "/api/ukey/restart",
+        access: Access::Signed,
+        handler: card::restart,
     },
 ];
 

@@ -116,8 +116,14 @@ impl Card {
         }
     }
 
-    /// A new key and certificates (an RSA key takes a moment).
+    /// A new key and certificates (an RSA key takes a moment), valid for ten years.
     pub fn generate(kind: CardKind) -> Result<Card, String> {
+        Card::generate_valid(kind, None)
+    }
+
+    /// A new card whose certificates end `days` days from now (negative: already expired), for
+    /// testing how expiry is watched; `None`: ten years.
+    pub fn generate_valid(kind: CardKind, days: Option<i64>) -> Result<Card, String> {
         let mut rng = getrandom::SysRng;
         let key = match kind {
             CardKind::Rsa => Key::Rsa(Box::new(
@@ -132,8 +138,9 @@ impl Card {
             }
         };
         let serial = serial_of(&public_key_der(&key));
-        let sign_cert = self_signed(&key, SIGN_SUBJECT, serial)?;
-        let env_cert = self_signed(&key, ENV_SUBJECT, serial.wrapping_add(1))?;
+        let validity = validity(days)?;
+        let sign_cert = self_signed(&key, SIGN_SUBJECT, serial, validity)?;
+        let env_cert = self_signed(&key, ENV_SUBJECT, serial.wrapping_add(1), validity)?;
         Ok(Card {
             key,
             sign_cert,
@@ -314,9 +321,28 @@ fn serial_of(spki_der: &[u8]) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-fn self_signed(key: &Key, subject: &str, serial: u32) -> Result<Vec<u8>, String> {
+/// Ten years from now, or from a year before the end to `days` days from now.
+fn validity(days: Option<i64>) -> Result<Validity, String> {
+    let Some(days) = days else {
+        return Validity::from_now(TEN_YEARS).map_err(|e| e.to_string());
+    };
+    let now = std::time::SystemTime::now();
+    let shift = |d: i64| {
+        let by = Duration::from_secs(d.unsigned_abs() * 86_400);
+        if d >= 0 { now + by } else { now - by }
+    };
+    let time =
+        |t: std::time::SystemTime| x509_cert::time::Time::try_from(t).map_err(|e| e.to_string());
+    Ok(Validity::new(time(shift(days - 365))?, time(shift(days))?))
+}
+
+fn self_signed(
+    key: &Key,
+    subject: &str,
+    serial: u32,
+    validity: Validity,
+) -> Result<Vec<u8>, String> {
     let name = Name::from_str(subject).map_err(|e| e.to_string())?;
-    let validity = Validity::from_now(TEN_YEARS).map_err(|e| e.to_string())?;
     let serial = SerialNumber::from(serial);
     let cert = match key {
         Key::Rsa(k) => {

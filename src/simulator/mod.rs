@@ -170,6 +170,9 @@ pub struct SimOptions {
     pub key_file: Option<PathBuf>,
     /// The kind of card played: SM2 (default) or RSA.
     pub card: CardKind,
+    /// A fresh card whose certificates end this many days from now (negative: expired), for
+    /// testing expiry; `None`: ten years. Only when no key file is given.
+    pub cert_days: Option<i64>,
 }
 
 impl Default for SimOptions {
@@ -179,6 +182,7 @@ impl Default for SimOptions {
             password: "88888888".into(),
             key_file: None,
             card: CardKind::default(),
+            cert_days: None,
         }
     }
 }
@@ -205,7 +209,7 @@ impl Simulator {
     pub fn start(options: SimOptions) -> io::Result<Simulator> {
         let card = match &options.key_file {
             Some(path) => Card::load_or_create(path, options.card),
-            None => Card::generate(options.card),
+            None => Card::generate_valid(options.card, options.cert_days),
         }
         .map_err(io::Error::other)?;
         if card.kind() != options.card {

@@ -2,8 +2,10 @@
 //! Exactly one thread (see `run`) owns the WebSocket; everything else talks to it by channel.
 
 pub mod conn;
+pub mod expiry;
 pub mod frame;
 pub mod lockout;
+pub mod restart;
 mod run;
 
 use crate::config::UkeyConfig;
@@ -117,7 +119,7 @@ pub(crate) enum Command {
 }
 
 /// What happened to the connection, for whoever reports it (webhooks). Sent without blocking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum UkeyEvent {
     /// Connected after having been down (not sent for the very first connection).
     Recovered,
@@ -127,6 +129,12 @@ pub enum UkeyEvent {
     HealthCheckFailure { error: String },
     /// The card refused the configured password; sent once, when it happens.
     PasswordRejected { error: String },
+    /// The signing certificate expires within a warning threshold (30, 7, 1 days).
+    CertExpiring { days_left: i64, not_after: u64 },
+    /// The signing certificate has expired.
+    CertExpired { not_after: u64 },
+    /// The client software was restarted (its outcome, as `/health` shows it).
+    ClientRestarted { outcome: serde_json::Value },
 }
 
 /// Small, lock-light view of the connection for `/health` and logs.
@@ -151,6 +159,10 @@ pub struct Status {
     pub last_error: Mutex<Option<String>>,
     /// The signing certificate (base64 DER) of the current connection, once read.
     pub sign_cert: Mutex<Option<String>>,
+    /// The signing certificate's notAfter (Unix seconds); 0 until read.
+    pub cert_not_after: AtomicU64,
+    /// The last restart of the client software, as `/health` shows it.
+    pub client_restart: Mutex<Option<serde_json::Value>>,
 }
 
 impl Status {
@@ -192,6 +204,7 @@ pub struct Ukey {
     status: Arc<Status>,
     timeout: Duration,
     max_in_flight: usize,
+    restarter: Arc<restart::Restarter>,
 }
 
 /// Counts a caller in `Status::pending` for as long as it waits.
@@ -228,13 +241,22 @@ impl Ukey {
             );
             status.set_last_error(Some(why));
         }
+        let restarter = Arc::new(restart::Restarter::new(
+            config,
+            status.clone(),
+            events.clone(),
+        ));
         let runner = run::Runner::new(
             endpoint,
             config.clone(),
             rx,
             status.clone(),
             events,
-            lockout,
+            run::Care {
+                lockout,
+                restarter: restarter.clone(),
+                expiry: expiry::ExpiryWatch::open(state_dir),
+            },
         );
         let handle = std::thread::Builder::new()
             .name("ukey".into())
@@ -245,6 +267,7 @@ impl Ukey {
                 status,
                 timeout: config.timeout(),
                 max_in_flight: config.max_in_flight.max(1),
+                restarter,
             },
             handle,
         ))
@@ -256,6 +279,11 @@ impl Ukey {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Restarts the E-Port client software (see `restart`).
+    pub fn restarter(&self) -> &restart::Restarter {
+        &self.restarter
     }
 
     /// Calls `method` on the card and waits for its reply. The time budget (`ukey.timeout_ms`)

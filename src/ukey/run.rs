@@ -4,7 +4,9 @@
 //! jobs, socket readiness and the nearest deadline.
 
 use super::conn::{Conn, ConnError, Endpoint, Readiness};
+use super::expiry::{self, ExpiryWatch, Notice};
 use super::lockout::{self, Lockout};
+use super::restart::{self, Restarter};
 use super::{CallError, Command, Job, PROBE_METHOD, SIGN_CERT_METHOD, Status, UkeyEvent, now_ms};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
@@ -33,9 +35,24 @@ pub(super) struct Runner {
     outage_reported: bool,
     /// Whether a connection has ever been up (the first one is not a "recovery").
     ever_connected: bool,
-    /// Remembers a refusal of the password across reconnects and restarts (see `lockout`).
-    lockout: Lockout,
+    /// Looking after the card and its software: the password, the client software, the
+    /// certificate's expiry.
+    care: Care,
+    /// Connection attempts that failed in a row (restarts the client software after
+    /// `ukey.client_restart_after_failures`).
+    failed_connects: u32,
 }
+
+/// What the UKey thread looks after besides calls.
+pub(super) struct Care {
+    /// Remembers a refusal of the password across reconnects and restarts (see `lockout`).
+    pub lockout: Lockout,
+    pub restarter: Arc<Restarter>,
+    pub expiry: ExpiryWatch,
+}
+
+/// How often the certificate's expiry is looked at while connected.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 enum State {
     Disconnected {
@@ -51,6 +68,8 @@ struct Session {
     in_flight: HashMap<u64, Sent>,
     queue: VecDeque<Origin>,
     next_probe: Instant,
+    /// When the certificate's expiry is looked at again (it is on connect, and daily).
+    next_cert_check: Instant,
     probe_pending: bool,
     late_ids: VecDeque<u64>,
 }
@@ -96,7 +115,7 @@ impl Runner {
         rx: Receiver<Command>,
         status: Arc<Status>,
         events: Option<Sender<UkeyEvent>>,
-        lockout: Lockout,
+        care: Care,
     ) -> Runner {
         let masker = Masker::new([config.password.clone()]);
         Runner {
@@ -109,7 +128,8 @@ impl Runner {
             next_id: 1,
             outage_reported: false,
             ever_connected: false,
-            lockout,
+            care,
+            failed_connects: 0,
         }
     }
 
@@ -172,6 +192,14 @@ impl Runner {
 
     fn on_connect_failed(&mut self, e: &ConnError, backoff: Duration) {
         let error = e.to_string();
+        self.failed_connects += 1;
+        let n = self.config.client_restart_after_failures.max(1);
+        if self.failed_connects % n == 0 {
+            self.care.restarter.trigger(&format!(
+                "{} connection attempts in a row failed ({error})",
+                self.failed_connects
+            ));
+        }
         self.status.set_last_error(Some(error.clone()));
         if self.outage_reported {
             log::debug!("UKey: still unreachable ({error}); next try in {backoff:?}");
@@ -186,6 +214,7 @@ impl Runner {
     }
 
     fn on_connected(&mut self, conn: Conn) -> Session {
+        self.failed_connects = 0;
         self.status.connected.store(true, Ordering::SeqCst);
         self.status.set_last_error(None);
         if self.ever_connected && self.outage_reported {
@@ -210,6 +239,7 @@ impl Runner {
             in_flight: HashMap::new(),
             queue,
             next_probe: Instant::now(), // a first probe fetches the certificate number
+            next_cert_check: Instant::now() + CERT_CHECK_INTERVAL,
             probe_pending: false,
             late_ids: VecDeque::new(),
         }
@@ -286,6 +316,7 @@ impl Runner {
         };
         deadlines
             .chain(probe)
+            .chain(Some(s.next_cert_check))
             .min()
             .unwrap_or_else(|| Instant::now() + self.config.health_interval())
     }
@@ -294,6 +325,12 @@ impl Runner {
     fn on_tick(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
         let now = Instant::now();
         self.expire(s, now)?;
+        if now >= s.next_cert_check {
+            s.next_cert_check = now + CERT_CHECK_INTERVAL;
+            if let Some(cert) = self.status.sign_cert() {
+                self.check_expiry(&cert);
+            }
+        }
         if !s.probe_pending && !self.refused() && now >= s.next_probe {
             s.probe_pending = true;
             // ahead of queued calls: a long queue must not starve the health check
@@ -434,6 +471,7 @@ impl Runner {
                 if lockout::is_password_refusal(&value) {
                     self.on_password_refused(&value);
                 }
+                self.restart_if_called_for(&value);
                 let Value::Object(frame) = value else {
                     return None;
                 };
@@ -480,6 +518,51 @@ impl Runner {
             );
         }
         self.status.set_sign_cert(Some(cert.to_string()));
+        self.check_expiry(cert);
+    }
+
+    /// Looks at the signing certificate's expiry: publishes it for `/health`, and warns (log
+    /// and webhook) once per threshold.
+    fn check_expiry(&mut self, cert_b64: &str) {
+        let Ok(cert) = crate::customs::cert::CertInfo::from_base64(cert_b64) else {
+            return;
+        };
+        self.status
+            .cert_not_after
+            .store(cert.not_after, Ordering::SeqCst);
+        match self.care.expiry.check(&cert, now_ms() / 1000) {
+            Some(Notice::Expiring {
+                days_left,
+                not_after,
+            }) => {
+                log::warn!(
+                    "UKey: the card's signing certificate expires in {days_left} day(s), on {}: renew it in time, filings stop when it expires",
+                    expiry::rfc3339(not_after)
+                );
+                self.emit(UkeyEvent::CertExpiring {
+                    days_left,
+                    not_after,
+                });
+            }
+            Some(Notice::Expired { not_after }) => {
+                log::error!(
+                    "UKey: the card's signing certificate EXPIRED on {}: customs refuses what it signs; renew the certificate",
+                    expiry::rfc3339(not_after)
+                );
+                self.emit(UkeyEvent::CertExpired { not_after });
+            }
+            None => {}
+        }
+    }
+
+    /// Restarts the client software when the card's reply calls for it (`Err:Custom50070`,
+    /// `Err:Custom50200`).
+    fn restart_if_called_for(&self, frame: &Value) {
+        if let Some(code) = restart::calls_for_restart(&super::frame::errors(frame)) {
+            self.care
+                .restarter
+                .trigger(&format!("the card answered {code}"));
+        }
     }
 
     fn on_probe_reply(
@@ -503,6 +586,7 @@ impl Runner {
             log::debug!("UKey: health probe passed");
             return None;
         }
+        self.restart_if_called_for(&Value::Object(frame.clone()));
         let errors = args
             .and_then(|a| a.get("Error"))
             .map(|e| e.to_string())
@@ -535,7 +619,7 @@ impl Runner {
         let errors = self
             .masker
             .mask_str(&super::frame::errors(frame).join("; "));
-        self.lockout.remember(&errors, now_ms());
+        self.care.lockout.remember(&errors, now_ms());
         let why = CallError::PasswordRefused.to_string();
         self.status
             .set_last_error(Some(format!("{why} (the card said: {errors})")));

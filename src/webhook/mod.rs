@@ -219,6 +219,19 @@ impl Webhooks {
         errors: &[String],
         request_id: Option<&str>,
     ) {
+        self.failure_with(kind, error, method, errors, request_id, Value::Null);
+    }
+
+    /// Journals a failure event whose `details` also carry the fields of `extra` (an object).
+    pub fn failure_with(
+        &self,
+        kind: &str,
+        error: &str,
+        method: &str,
+        errors: &[String],
+        request_id: Option<&str>,
+        extra: Value,
+    ) {
         if !self.failure {
             return;
         }
@@ -233,6 +246,9 @@ impl Webhooks {
                 "request_id": request_id.unwrap_or(""),
             },
         });
+        if let (Some(details), Value::Object(extra)) = (body["details"].as_object_mut(), extra) {
+            details.extend(extra);
+        }
         self.masker.mask_value(&mut body);
         self.record(Kind::Failure, request_id, body);
     }
@@ -346,6 +362,57 @@ impl Delivery {
                 std::slice::from_ref(&error),
                 None,
             ),
+            UkeyEvent::CertExpiring {
+                days_left,
+                not_after,
+            } => {
+                let error = format!(
+                    "the card's signing certificate expires in {days_left} day(s), on {}",
+                    crate::ukey::expiry::rfc3339(not_after)
+                );
+                self.hooks.failure_with(
+                    "cert_expiring",
+                    &error,
+                    "",
+                    std::slice::from_ref(&error),
+                    None,
+                    json!({"days_left": days_left, "not_after": crate::ukey::expiry::rfc3339(not_after)}),
+                );
+            }
+            UkeyEvent::CertExpired { not_after } => {
+                let error = format!(
+                    "the card's signing certificate expired on {}",
+                    crate::ukey::expiry::rfc3339(not_after)
+                );
+                self.hooks.failure_with(
+                    "cert_expired",
+                    &error,
+                    "",
+                    std::slice::from_ref(&error),
+                    None,
+                    json!({"days_left": crate::ukey::expiry::days_left(not_after, now_ms() / 1000),
+                           "not_after": crate::ukey::expiry::rfc3339(not_after)}),
+                );
+            }
+            UkeyEvent::ClientRestarted { outcome } => {
+                let error = format!(
+                    "the E-Port client software was restarted ({}): {}",
+                    outcome["reason"].as_str().unwrap_or_default(),
+                    if outcome["ok"] == true {
+                        "done"
+                    } else {
+                        "it failed"
+                    }
+                );
+                self.hooks.failure_with(
+                    "client_restarted",
+                    &error,
+                    "",
+                    std::slice::from_ref(&error),
+                    None,
+                    json!({"restart": outcome}),
+                );
+            }
             UkeyEvent::PasswordRejected { error } => self.hooks.failure(
                 "password_rejected",
                 &error,

@@ -67,6 +67,7 @@ pub fn simulator() -> Simulator {
         password: PASSWORD.into(),
         key_file: Some(shared_key_file()),
         card: CardKind::Rsa,
+        cert_days: None,
     })
     .expect("start simulator")
 }
@@ -80,6 +81,7 @@ pub fn simulator_sm2() -> Simulator {
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-simulator-ukey-sm2.pem"),
         ),
         card: CardKind::Sm2,
+        cert_days: None,
     })
     .expect("start simulator")
 }
