@@ -6,6 +6,7 @@ pub mod journal;
 
 use crate::auth::outgoing::Signer;
 use crate::mask::Masker;
+use crate::ukey::expiry::rfc3339;
 use crate::ukey::{UkeyEvent, now_ms};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use journal::{Journal, Kind, Record};
@@ -352,6 +353,12 @@ impl Delivery {
         }
     }
 
+    /// A failure event about the card or its software, with `extra` in its details.
+    fn card_event(&self, kind: &str, error: String, extra: Value) {
+        self.hooks
+            .failure_with(kind, &error, "", std::slice::from_ref(&error), None, extra);
+    }
+
     fn on_ukey_event(&self, event: UkeyEvent) {
         match event {
             UkeyEvent::Recovered => self.hooks.recovered(),
@@ -365,37 +372,26 @@ impl Delivery {
             UkeyEvent::CertExpiring {
                 days_left,
                 not_after,
-            } => {
-                let error = format!(
+            } => self.card_event(
+                "cert_expiring",
+                format!(
                     "the card's signing certificate expires in {days_left} day(s), on {}",
-                    crate::ukey::expiry::rfc3339(not_after)
-                );
-                self.hooks.failure_with(
-                    "cert_expiring",
-                    &error,
-                    "",
-                    std::slice::from_ref(&error),
-                    None,
-                    json!({"days_left": days_left, "not_after": crate::ukey::expiry::rfc3339(not_after)}),
-                );
-            }
-            UkeyEvent::CertExpired { not_after } => {
-                let error = format!(
+                    rfc3339(not_after)
+                ),
+                json!({"days_left": days_left, "not_after": rfc3339(not_after)}),
+            ),
+            UkeyEvent::CertExpired { not_after } => self.card_event(
+                "cert_expired",
+                format!(
                     "the card's signing certificate expired on {}",
-                    crate::ukey::expiry::rfc3339(not_after)
-                );
-                self.hooks.failure_with(
-                    "cert_expired",
-                    &error,
-                    "",
-                    std::slice::from_ref(&error),
-                    None,
-                    json!({"days_left": crate::ukey::expiry::days_left(not_after, now_ms() / 1000),
-                           "not_after": crate::ukey::expiry::rfc3339(not_after)}),
-                );
-            }
-            UkeyEvent::ClientRestarted { outcome } => {
-                let error = format!(
+                    rfc3339(not_after)
+                ),
+                json!({"days_left": crate::ukey::expiry::days_left(not_after, now_ms() / 1000),
+                       "not_after": rfc3339(not_after)}),
+            ),
+            UkeyEvent::ClientRestarted { outcome } => self.card_event(
+                "client_restarted",
+                format!(
                     "the E-Port client software was restarted ({}): {}",
                     outcome["reason"].as_str().unwrap_or_default(),
                     if outcome["ok"] == true {
@@ -403,16 +399,9 @@ impl Delivery {
                     } else {
                         "it failed"
                     }
-                );
-                self.hooks.failure_with(
-                    "client_restarted",
-                    &error,
-                    "",
-                    std::slice::from_ref(&error),
-                    None,
-                    json!({"restart": outcome}),
-                );
-            }
+                ),
+                json!({"restart": outcome}),
+            ),
             UkeyEvent::PasswordRejected { error } => self.hooks.failure(
                 "password_rejected",
                 &error,
