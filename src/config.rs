@@ -133,6 +133,8 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// The status page at `GET /` (open to this PC, signed from elsewhere).
+    pub status_page: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -332,6 +334,7 @@ impl Default for ServerConfig {
             read_timeout_ms: 15_000,
             header_timeout_ms: 10_000,
             max_body_bytes: 2 * 1024 * 1024,
+            status_page: true,
         }
     }
 }

@@ -32,5 +32,9 @@ pub fn read(request: &mut Request, limit: usize) -> Result<Input, Reply> {
     if body.len() > limit {
         return Err(too_large());
     }
-    Ok(Input { body, content_type })
+    Ok(Input {
+        body,
+        content_type,
+        ..Input::default()
+    })
 }

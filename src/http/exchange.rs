@@ -11,6 +11,9 @@ use std::time::Instant;
 pub struct Input {
     pub body: Vec<u8>,
     pub content_type: String,
+    /// The query string, without `?`.
+    pub query: String,
+    pub accept_language: String,
 }
 
 #[derive(Debug)]

@@ -12,11 +12,14 @@ pub mod ceb;
 pub mod customs;
 pub mod exchange;
 pub mod health;
+pub mod metrics_page;
+pub mod recent;
 pub mod reply;
 pub mod routes;
 pub mod rpc;
 pub mod serve;
 pub mod signing;
+pub mod status_page;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ServerConfig};
@@ -70,6 +73,8 @@ pub struct App {
     pub customs: Customs,
     /// Bounds the audit records of failed authentication.
     pub failed_auth: audit::FailedAuthGate,
+    /// The last calls, for the status page.
+    pub recent: recent::Recent,
 }
 
 impl App {
@@ -95,6 +100,7 @@ impl App {
                 tls,
             ),
             failed_auth: audit::FailedAuthGate::default(),
+            recent: recent::Recent::default(),
             config,
         })
     }

@@ -4,7 +4,7 @@
 
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use super::{App, card, ceb, customs, health, rpc};
+use super::{App, card, ceb, customs, health, metrics_page, rpc, status_page};
 use tiny_http::Method;
 
 /// Who may call a route.
@@ -12,6 +12,9 @@ use tiny_http::Method;
 pub enum Access {
     /// Answered before anything else: no body read, no authentication, no audit.
     Open,
+    /// Open to this PC (a loopback address: the operator at its keyboard); from anywhere else,
+    /// `Signed`.
+    Local,
     /// The body is read and the request authenticated (when authentication is on) and audited.
     Signed,
 }
@@ -27,6 +30,24 @@ pub struct Route {
 
 /// Every route. Keep `docs/openapi.yaml` in step: a test compares the two.
 pub static ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/",
+        access: Access::Local,
+        handler: status_page::get,
+    },
+    Route {
+        method: Method::Get,
+        path: "/metrics",
+        access: Access::Open,
+        handler: metrics_page::get,
+    },
+    Route {
+        method: Method::Get,
+        path: "/openapi.json",
+        access: Access::Open,
+        handler: status_page::openapi,
+    },
     Route {
         method: Method::Get,
         path: "/health",
@@ -89,6 +110,15 @@ pub static ROUTES: &[Route] = &[
     },
 ];
 
+/// The route a path belongs to, for metrics labels: the table's path, or `other`.
+pub fn label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| r.path == path)
+        .map(|r| r.path)
+        .unwrap_or("other")
+}
+
 /// What the table says about a request.
 pub enum Found {
     Route(&'static Route),
@@ -149,6 +179,31 @@ mod tests {
         let r = not_routed(&find(&Method::Get, "/nope"), "/nope");
         assert_eq!(r.status, 404);
         assert!(r.error_message().unwrap().contains("POST /api/ceb/sign"));
+    }
+
+    #[test]
+    fn the_openapi_description_has_exactly_the_routes_of_the_table() {
+        let spec: serde_json::Value =
+            serde_json::from_str(super::super::status_page::openapi_json()).expect("JSON");
+        let mut described: Vec<(String, String)> = spec["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(|m| (m.to_ascii_uppercase(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut table: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        described.sort();
+        table.sort();
+        assert_eq!(described, table, "docs/openapi.yaml and ROUTES differ");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the thread lives on.
 
 use super::exchange::{Exchange, Input};
+use super::recent::RecentCall;
 use super::reply::Reply;
 use super::routes::{self, Access, Found};
 use super::{App, audit, body};
@@ -53,6 +54,7 @@ pub fn handle(app: &App, mut request: Request) {
             .map(|t| format!(" trace={t}"))
             .unwrap_or_default()
     );
+    observe(app, &ex, &path, &reply);
     // journaled before the response goes out: a process killed after answering loses nothing
     audit::record(app, &ex, &reply);
     audit::record_auth_failure(app, &ex, &method, &path);
@@ -69,13 +71,14 @@ fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Rep
         return Reply::error(503, "proxy is shutting down");
     }
     let found = routes::find(request.method(), path);
+    let local = ex.client_ip.is_some_and(|ip| ip.is_loopback());
     if let Found::Route(route) = &found
-        && route.access == Access::Open
+        && (route.access == Access::Open || (route.access == Access::Local && local))
     {
-        return (route.handler)(app, &Input::default(), ex);
+        return (route.handler)(app, &head_of(request), ex);
     }
     let mut input = match body::read(request, app.config.server.max_body_bytes) {
-        Ok(i) => i,
+        Ok(i) => head_of(request).with_body(i),
         Err(reply) => return reply,
     };
     if let Err(reply) = authenticate(app, request, path, &mut input, ex) {
@@ -147,6 +150,58 @@ fn authenticate(
             Err(reply)
         }
     }
+}
+
+/// What a handler may read of the request besides its body: the query and the language.
+fn head_of(request: &Request) -> Input {
+    let language = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Accept-Language"))
+        .map(|h| h.value.as_str().to_string())
+        .unwrap_or_default();
+    Input {
+        query: request
+            .url()
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or("").to_string())
+            .unwrap_or_default(),
+        accept_language: language,
+        ..Input::default()
+    }
+}
+
+impl Input {
+    fn with_body(self, read: Input) -> Input {
+        Input {
+            body: read.body,
+            content_type: read.content_type,
+            ..self
+        }
+    }
+}
+
+/// Counts the request for `/metrics`, and keeps it for the status page (but for the pages that
+/// only look).
+fn observe(app: &App, ex: &Exchange, path: &str, reply: &Reply) {
+    let route = routes::label(path);
+    let metrics = crate::metrics::global();
+    metrics.request(route, reply.status, ex.arrived.elapsed());
+    if reply.status == 503 && reply.headers.iter().any(|(n, _)| n == "Retry-After") {
+        crate::metrics::Metrics::count(&metrics.shed);
+    }
+    if matches!(route, "/" | "/metrics" | "/health" | "/openapi.json") {
+        return;
+    }
+    app.recent.push(RecentCall {
+        time_ms: crate::ukey::now_ms(),
+        route: route.to_string(),
+        ukey_method: ex.ukey_method.clone().unwrap_or_default(),
+        status: reply.status,
+        duration_ms: ex.arrived.elapsed().as_millis() as u64,
+        request_id: ex.request_id.clone(),
+        client_ip: ex.client_ip_text(),
+    });
 }
 
 /// Runs a handler; a panic in it becomes a 500 reply instead of taking the thread down.

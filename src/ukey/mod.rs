@@ -159,6 +159,8 @@ pub struct Status {
     pub last_error: Mutex<Option<String>>,
     /// The signing certificate (base64 DER) of the current connection, once read.
     pub sign_cert: Mutex<Option<String>>,
+    /// When the current connection came up (Unix milliseconds); 0 while disconnected.
+    pub connected_since_ms: AtomicU64,
     /// The signing certificate's notAfter (Unix seconds); 0 until read.
     pub cert_not_after: AtomicU64,
     /// The last restart of the client software, as `/health` shows it.

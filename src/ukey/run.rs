@@ -216,6 +216,9 @@ impl Runner {
     fn on_connected(&mut self, conn: Conn) -> Session {
         self.failed_connects = 0;
         self.status.connected.store(true, Ordering::SeqCst);
+        self.status
+            .connected_since_ms
+            .store(now_ms(), Ordering::SeqCst);
         self.status.set_last_error(None);
         if self.ever_connected && self.outage_reported {
             log::info!("UKey: reconnected to {}", self.endpoint.url);
@@ -251,6 +254,7 @@ impl Runner {
     fn serve(&mut self, mut session: Session) -> State {
         let end = self.session_loop(&mut session);
         self.status.connected.store(false, Ordering::SeqCst);
+        self.status.connected_since_ms.store(0, Ordering::SeqCst);
         match end {
             SessionEnd::Shutdown => {
                 self.fail_all(&mut session, &CallError::ShuttingDown);
@@ -259,6 +263,7 @@ impl Runner {
                 State::Stopped
             }
             SessionEnd::Lost(why) | SessionEnd::ProbeFailed(why) => {
+                crate::metrics::Metrics::count(&crate::metrics::global().reconnects);
                 self.fail_all(&mut session, &CallError::Unavailable(why.clone()));
                 session.conn.abort();
                 self.status.set_last_error(Some(why.clone()));
@@ -467,6 +472,7 @@ impl Runner {
         match sent.origin {
             Origin::Caller(job) => {
                 self.record_call_time(sent.sent_at.elapsed());
+                crate::metrics::global().ukey_call(&sent.method, sent.sent_at.elapsed());
                 let value = Value::Object(frame);
                 if lockout::is_password_refusal(&value) {
                     self.on_password_refused(&value);
@@ -630,6 +636,7 @@ impl Runner {
     }
 
     fn probe_failed(&mut self, error: String) -> SessionEnd {
+        crate::metrics::Metrics::count(&crate::metrics::global().probe_failures);
         self.status.last_probe_ok.store(false, Ordering::SeqCst);
         self.status.last_probe_ms.store(now_ms(), Ordering::SeqCst);
         log::warn!("UKey: {error}");

@@ -433,13 +433,22 @@ impl Delivery {
                 if !stop.is_empty() {
                     return Ok(()); // shutting down: the rest stays in the journal
                 }
+                let metrics = crate::metrics::global();
                 match self.attempt_guarded(&record) {
-                    Outcome::Delivered => {}
-                    Outcome::Rejected(status) => log::warn!(
-                        "webhooks: receiver rejected event {} with {status}; not retried",
-                        record.seq
-                    ),
-                    Outcome::Retry(why) => return Err(why),
+                    Outcome::Delivered => {
+                        crate::metrics::Metrics::count(&metrics.webhooks_delivered)
+                    }
+                    Outcome::Rejected(status) => {
+                        crate::metrics::Metrics::count(&metrics.webhooks_failed);
+                        log::warn!(
+                            "webhooks: receiver rejected event {} with {status}; not retried",
+                            record.seq
+                        )
+                    }
+                    Outcome::Retry(why) => {
+                        crate::metrics::Metrics::count(&metrics.webhooks_failed);
+                        return Err(why);
+                    }
                 }
                 self.journal
                     .mark_delivered(record.seq, len)

@@ -1,0 +1,150 @@
+//! `GET /metrics`: the Prometheus text format. Open like `/health`: aggregates only, no payload,
+//! no identifier of a caller or a card.
+
+use super::App;
+use super::exchange::{Exchange, Input};
+use super::reply::{Body, Reply};
+use crate::metrics::{Exposition, label};
+use crate::ukey::expiry::days_left;
+use crate::ukey::now_ms;
+use std::sync::atomic::Ordering;
+
+pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
+    let m = crate::metrics::global();
+    let status = app.ukey.status();
+    let mut e = Exposition::default();
+    let requests: Vec<(String, f64)> = m
+        .requests()
+        .into_iter()
+        .map(|((route, code), n)| {
+            (
+                format!("route=\"{}\",status=\"{code}\"", label(&route)),
+                n as f64,
+            )
+        })
+        .collect();
+    e.labelled(
+        "chinaport_http_requests_total",
+        "counter",
+        "HTTP requests answered, by route and status.",
+        &requests,
+    );
+    e.histograms(
+        "chinaport_http_request_duration_seconds",
+        "Time from a request's arrival to its answer.",
+        &[(String::new(), m.request_seconds())],
+    );
+    let calls: Vec<_> = m
+        .ukey_call_seconds()
+        .into_iter()
+        .map(|(method, h)| (format!("method=\"{}\"", label(&method)), h))
+        .collect();
+    e.histograms(
+        "chinaport_ukey_call_duration_seconds",
+        "Time the card took to answer a call (sent to answered), by UKey method.",
+        &calls,
+    );
+    let gauge = |v: bool| if v { 1.0 } else { 0.0 };
+    e.single(
+        "chinaport_ukey_connected",
+        "gauge",
+        "1 when the WebSocket to the E-Port client software is up.",
+        gauge(status.connected.load(Ordering::SeqCst)),
+    );
+    e.single(
+        "chinaport_ukey_password_refused",
+        "gauge",
+        "1 when the card refused ukey.password and nothing is sent to it.",
+        gauge(status.password_refused.load(Ordering::SeqCst)),
+    );
+    e.single(
+        "chinaport_ukey_reconnects_total",
+        "counter",
+        "Connections to the card lost or given up (each followed by reconnecting).",
+        m.reconnects.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "chinaport_ukey_probe_failures_total",
+        "counter",
+        "Health probes that failed or got no answer.",
+        m.probe_failures.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "chinaport_ukey_calls_pending",
+        "gauge",
+        "Calls waiting for the card or being answered by it.",
+        status.pending.load(Ordering::SeqCst) as f64,
+    );
+    e.single(
+        "chinaport_ukey_calls_in_flight",
+        "gauge",
+        "Calls queued in the UKey thread or sent and not yet answered.",
+        status.in_flight.load(Ordering::SeqCst) as f64,
+    );
+    e.single(
+        "chinaport_shed_total",
+        "counter",
+        "Calls answered 503 with Retry-After at once because the card was busy.",
+        m.shed.load(Ordering::Relaxed) as f64,
+    );
+    let (pending, bytes, dropped) = app.webhooks.backlog();
+    e.single(
+        "chinaport_webhook_events_pending",
+        "gauge",
+        "Webhook events in the journal, not yet delivered.",
+        pending as f64,
+    );
+    e.single(
+        "chinaport_webhook_pending_bytes",
+        "gauge",
+        "Size of the undelivered webhook events.",
+        bytes as f64,
+    );
+    e.single(
+        "chinaport_webhook_events_delivered_total",
+        "counter",
+        "Webhook events delivered.",
+        m.webhooks_delivered.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "chinaport_webhook_delivery_failures_total",
+        "counter",
+        "Webhook delivery attempts that failed (retried) or were refused (4xx).",
+        m.webhooks_failed.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "chinaport_webhook_events_dropped_total",
+        "counter",
+        "Webhook events dropped because the journal was full.",
+        dropped as f64,
+    );
+    let not_after = status.cert_not_after.load(Ordering::SeqCst);
+    if not_after > 0 {
+        e.single(
+            "chinaport_cert_days_left",
+            "gauge",
+            "Days until the card's signing certificate expires (negative once expired).",
+            days_left(not_after, now_ms() / 1000) as f64,
+        );
+    }
+    e.labelled(
+        "chinaport_build_info",
+        "gauge",
+        "The running version.",
+        &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1.0)],
+    );
+    e.single(
+        "chinaport_uptime_seconds",
+        "gauge",
+        "Seconds since the proxy started.",
+        app.started.elapsed().as_secs() as f64,
+    );
+    Reply {
+        status: 200,
+        body: Body::Raw {
+            bytes: e.finish().into_bytes(),
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+        },
+        headers: Vec::new(),
+    }
+}

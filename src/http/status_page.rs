@@ -1,0 +1,354 @@
+//! `GET /`: the status page for the operator at the customs PC. One server-rendered HTML page in
+//! Chinese or English (`Accept-Language`, or `?lang=zh|en`), no external assets (the PC may be
+//! offline), refreshed by a meta tag, readable without JavaScript. It shows the card, the last
+//! probe, the queue, the webhook backlog and the last 100 calls; never a payload, a password, a
+//! signature or a secret, and it never calls the card. `server.status_page: false` turns it off.
+
+use super::App;
+use super::exchange::{Exchange, Input};
+use super::reply::{Body, Reply};
+use crate::customs::cert::CertInfo;
+use crate::ukey::expiry::{days_left, rfc3339};
+use crate::ukey::now_ms;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+/// The page's words in one language.
+struct Words {
+    lang: &'static str,
+    title: &'static str,
+    card: &'static str,
+    connection: &'static str,
+    connected: &'static str,
+    disconnected: &'static str,
+    since: &'static str,
+    cert_no: &'static str,
+    enterprise: &'static str,
+    algorithm: &'static str,
+    expires: &'static str,
+    days_left: &'static str,
+    probe: &'static str,
+    ok: &'static str,
+    failed: &'static str,
+    none_yet: &'static str,
+    queue: &'static str,
+    pending: &'static str,
+    webhooks: &'static str,
+    backlog: &'static str,
+    dropped: &'static str,
+    last_error: &'static str,
+    refused: &'static str,
+    calls: &'static str,
+    time: &'static str,
+    route: &'static str,
+    method: &'static str,
+    status: &'static str,
+    duration: &'static str,
+    request_id: &'static str,
+    client: &'static str,
+    no_calls: &'static str,
+    version: &'static str,
+    uptime: &'static str,
+    refresh: &'static str,
+}
+
+const ZH: Words = Words {
+    lang: "zh-CN",
+    title: "中国电子口岸 UKey 代理 状态",
+    card: "UKey（加签卡）",
+    connection: "连接状态",
+    connected: "已连接",
+    disconnected: "未连接",
+    since: "连接时间",
+    cert_no: "证书编号",
+    enterprise: "企业（证书主体）",
+    algorithm: "算法",
+    expires: "证书到期",
+    days_left: "剩余天数",
+    probe: "最近一次健康检查",
+    ok: "正常",
+    failed: "失败",
+    none_yet: "尚无",
+    queue: "排队与处理中的调用",
+    pending: "个",
+    webhooks: "Webhook 待发送",
+    backlog: "条",
+    dropped: "已丢弃",
+    last_error: "最近错误",
+    refused: "UKey 拒绝了配置的口令：已停止向卡发送任何请求，以免锁卡。请修改 ukey.password 后重启。",
+    calls: "最近 100 次调用",
+    time: "时间",
+    route: "接口",
+    method: "UKey 方法",
+    status: "状态码",
+    duration: "耗时 (ms)",
+    request_id: "请求 ID",
+    client: "客户端地址",
+    no_calls: "暂无调用",
+    version: "版本",
+    uptime: "已运行",
+    refresh: "本页每 10 秒自动刷新",
+};
+
+const EN: Words = Words {
+    lang: "en",
+    title: "China E-Port UKey proxy status",
+    card: "UKey (signing card)",
+    connection: "connection",
+    connected: "connected",
+    disconnected: "not connected",
+    since: "connected since",
+    cert_no: "certificate number",
+    enterprise: "enterprise (certificate subject)",
+    algorithm: "algorithm",
+    expires: "certificate expires",
+    days_left: "days left",
+    probe: "last health probe",
+    ok: "ok",
+    failed: "failed",
+    none_yet: "none yet",
+    queue: "calls queued and in flight",
+    pending: "",
+    webhooks: "webhook backlog",
+    backlog: "events",
+    dropped: "dropped",
+    last_error: "last error",
+    refused: "The card refused the configured password: nothing is sent to it any more, so that it does not lock. Fix ukey.password and restart.",
+    calls: "Last 100 calls",
+    time: "time",
+    route: "route",
+    method: "UKey method",
+    status: "status",
+    duration: "ms",
+    request_id: "request ID",
+    client: "client address",
+    no_calls: "no calls yet",
+    version: "version",
+    uptime: "uptime",
+    refresh: "This page refreshes every 10 s",
+};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Chinese unless the caller asks for English (`?lang=en`) or prefers it.
+fn words(query: &str, accept_language: &str) -> &'static Words {
+    if query.contains("lang=en") {
+        return &EN;
+    }
+    if query.contains("lang=zh") {
+        return &ZH;
+    }
+    let first = accept_language
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if first.starts_with("en") { &EN } else { &ZH }
+}
+
+/// The organisation (or common) name in a certificate subject.
+fn enterprise(subject: &str) -> String {
+    let part = |key: &str| {
+        subject
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix(key).map(str::to_string))
+    };
+    part("O=").or_else(|| part("CN=")).unwrap_or_default()
+}
+
+pub fn get(app: &App, input: &Input, _: &mut Exchange) -> Reply {
+    if !app.config.server.status_page {
+        return Reply::error(404, "the status page is turned off (server.status_page)");
+    }
+    let w = words(&input.query, &input.accept_language);
+    let status = app.ukey.status();
+    let connected = status.connected.load(Ordering::SeqCst);
+    let cert = status
+        .sign_cert()
+        .and_then(|c| CertInfo::from_base64(&c).ok());
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
+<meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>\
+body{{font-family:sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}\
+.ok{{color:#080;font-weight:bold}}.bad{{color:#b00;font-weight:bold}}.warn{{background:#fee;padding:.5em;border:1px solid #b00}}\
+</style></head><body><p><a href=\"/?lang=zh\">中文</a> | <a href=\"/?lang=en\">English</a></p><h1>{}</h1>",
+        w.lang,
+        esc(w.title),
+        esc(w.title)
+    );
+    if status.password_refused.load(Ordering::SeqCst) {
+        let _ = write!(
+            h,
+            "<p class=\"warn\" id=\"password-refused\">{}</p>",
+            esc(w.refused)
+        );
+    }
+    let _ = write!(h, "<h2>{}</h2><table id=\"card\">", esc(w.card));
+    let row = |h: &mut String, k: &str, v: &str| {
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), v);
+    };
+    let since = status.connected_since_ms.load(Ordering::SeqCst);
+    row(
+        &mut h,
+        w.connection,
+        &if connected {
+            format!(
+                "<span class=\"ok\" id=\"connected\">{}</span>",
+                esc(w.connected)
+            )
+        } else {
+            format!(
+                "<span class=\"bad\" id=\"connected\">{}</span>",
+                esc(w.disconnected)
+            )
+        },
+    );
+    if connected && since > 0 {
+        row(&mut h, w.since, &esc(&rfc3339(since / 1000)));
+    }
+    row(
+        &mut h,
+        w.cert_no,
+        &esc(&status.cert_no().unwrap_or_default()),
+    );
+    if let Some(c) = &cert {
+        row(&mut h, w.enterprise, &esc(&enterprise(&c.subject)));
+        row(&mut h, w.algorithm, c.algorithm.name());
+        row(&mut h, w.expires, &esc(&rfc3339(c.not_after)));
+        let days = days_left(c.not_after, now_ms() / 1000);
+        let class = if days <= 30 { "bad" } else { "ok" };
+        row(
+            &mut h,
+            w.days_left,
+            &format!("<span class=\"{class}\">{days}</span>"),
+        );
+    }
+    let probe_ms = status.last_probe_ms.load(Ordering::SeqCst);
+    row(
+        &mut h,
+        w.probe,
+        &if probe_ms == 0 {
+            esc(w.none_yet)
+        } else if status.last_probe_ok.load(Ordering::SeqCst) {
+            format!(
+                "<span class=\"ok\">{}</span> {}",
+                esc(w.ok),
+                esc(&rfc3339(probe_ms / 1000))
+            )
+        } else {
+            format!(
+                "<span class=\"bad\">{}</span> {}",
+                esc(w.failed),
+                esc(&rfc3339(probe_ms / 1000))
+            )
+        },
+    );
+    row(
+        &mut h,
+        w.queue,
+        &format!(
+            "{} {}",
+            status.pending.load(Ordering::SeqCst),
+            esc(w.pending)
+        ),
+    );
+    let (events, _, dropped) = app.webhooks.backlog();
+    row(
+        &mut h,
+        w.webhooks,
+        &format!("{events} {} ({} {dropped})", esc(w.backlog), esc(w.dropped)),
+    );
+    if let Some(e) = status.last_error() {
+        row(&mut h, w.last_error, &esc(&app.masker.mask_str(&e)));
+    }
+    h.push_str("</table>");
+    let _ = write!(
+        h,
+        "<h2>{}</h2><table id=\"calls\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        esc(w.calls),
+        esc(w.time),
+        esc(w.route),
+        esc(w.method),
+        esc(w.status),
+        esc(w.duration),
+        esc(w.request_id),
+        esc(w.client)
+    );
+    let calls = app.recent.list();
+    if calls.is_empty() {
+        let _ = write!(h, "<tr><td colspan=\"7\">{}</td></tr>", esc(w.no_calls));
+    }
+    for c in calls {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&rfc3339(c.time_ms / 1000)),
+            esc(&c.route),
+            esc(&c.ukey_method),
+            c.status,
+            c.duration_ms,
+            esc(&c.request_id),
+            esc(&c.client_ip)
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>{} {} · {} {} s · {}</p></body></html>",
+        esc(w.version),
+        env!("CARGO_PKG_VERSION"),
+        esc(w.uptime),
+        app.started.elapsed().as_secs(),
+        esc(w.refresh)
+    );
+    Reply {
+        status: 200,
+        body: Body::Raw {
+            bytes: h.into_bytes(),
+            content_type: "text/html; charset=utf-8",
+        },
+        headers: Vec::new(),
+    }
+}
+
+/// `GET /openapi.json`: the API description, `docs/openapi.yaml` (written in JSON, which is
+/// YAML too, so that it is served as it is).
+pub fn openapi(_: &App, _: &Input, _: &mut Exchange) -> Reply {
+    Reply {
+        status: 200,
+        body: Body::Raw {
+            bytes: openapi_json().as_bytes().to_vec(),
+            content_type: "application/json; charset=utf-8",
+        },
+        headers: Vec::new(),
+    }
+}
+
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// The description without the YAML comment lines at its top: JSON.
+pub fn openapi_json() -> &'static str {
+    &OPENAPI[OPENAPI.find('{').unwrap_or(0)..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_follows_the_switch_then_the_browser() {
+        assert_eq!(words("lang=en", "zh-CN").lang, "en");
+        assert_eq!(words("", "en-US,en;q=0.9").lang, "en");
+        assert_eq!(words("", "zh-CN,zh;q=0.9").lang, "zh-CN");
+        assert_eq!(words("", "").lang, "zh-CN");
+        assert_eq!(enterprise("CN=x,OU=signing,O=SIMULATOR"), "SIMULATOR");
+    }
+}

@@ -1,0 +1,170 @@
+//! The proxy's counters and histograms for `GET /metrics`, in one process-wide registry that
+//! every layer may record into without knowing about HTTP: requests by route and status, request
+//! and UKey call durations, reconnects, probe failures, calls shed, webhook deliveries.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the duration buckets, in seconds (a card takes 0.05 to 5 s).
+pub const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of durations: counts per bucket (cumulative when rendered), sum and count.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub buckets: [u64; BUCKETS.len()],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += s;
+        self.count += 1;
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (route, status) → count.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    request_seconds: Mutex<Histogram>,
+    /// UKey method → durations of the calls the card answered.
+    ukey_call_seconds: Mutex<BTreeMap<String, Histogram>>,
+    pub reconnects: AtomicU64,
+    pub probe_failures: AtomicU64,
+    /// Calls answered 503 at once because the card was busy (admission, queue, caps).
+    pub shed: AtomicU64,
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+impl Metrics {
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route.to_string(), status)).or_default() += 1;
+        }
+        if let Ok(mut h) = self.request_seconds.lock() {
+            h.observe(took);
+        }
+    }
+
+    pub fn ukey_call(&self, method: &str, took: Duration) {
+        if let Ok(mut m) = self.ukey_call_seconds.lock() {
+            // methods are the caller's choice: bound the label set
+            if m.len() < 64 || m.contains_key(method) {
+                m.entry(method.to_string()).or_default().observe(took);
+            }
+        }
+    }
+
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self) -> BTreeMap<(String, u16), u64> {
+        self.requests.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn request_seconds(&self) -> Histogram {
+        self.request_seconds
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn ukey_call_seconds(&self) -> BTreeMap<String, Histogram> {
+        self.ukey_call_seconds
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Prometheus text exposition (0.0.4), written by hand: a few families, no client library.
+#[derive(Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        self.out
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    }
+
+    /// One family with one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.head(name, kind, help);
+        self.out.push_str(&format!("{name} {}\n", number(value)));
+    }
+
+    /// One family with labelled samples.
+    pub fn labelled(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        self.head(name, kind, help);
+        for (labels, v) in samples {
+            self.out
+                .push_str(&format!("{name}{{{labels}}} {}\n", number(*v)));
+        }
+    }
+
+    /// One histogram family; `series` are (labels, histogram).
+    pub fn histograms(&mut self, name: &str, help: &str, series: &[(String, Histogram)]) {
+        self.head(name, "histogram", help);
+        for (labels, h) in series {
+            let sep = if labels.is_empty() { "" } else { "," };
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+                cumulative += n;
+                self.out.push_str(&format!(
+                    "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}\n"
+                ));
+            }
+            self.out.push_str(&format!(
+                "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n",
+                h.count
+            ));
+            let braces = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            self.out
+                .push_str(&format!("{name}_sum{braces} {}\n", number(h.sum)));
+            self.out
+                .push_str(&format!("{name}_count{braces} {}\n", h.count));
+        }
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A label value, escaped as the text format wants.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,183 @@
+//! What operators and integrators look at: the status page rendered by a real browser (headless
+//! Chromium), `/metrics` read by a real Prometheus parser (Python's prometheus_client), and the
+//! OpenAPI description served as the file says.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::process::Command;
+
+/// The page as headless Chromium renders it (its DOM after loading).
+fn chromium_dom(url: &str) -> String {
+    let profile = TempDir::new("chromium");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium (.ci/run installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text a person sees: the DOM without its tags.
+fn visible_text(dom: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    let body = dom.split("<body").nth(1).unwrap_or(dom);
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn the_status_page_shows_the_card_and_the_last_calls_in_a_real_browser() {
+    let sim = simulator_sm2();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let call = proxy.rpc(
+        "cus-sec_SpcSignDataAsPEM",
+        json!({"inData": "secret order data"}),
+    );
+    assert_eq!(call.status, 200);
+    let request_id = call.header("X-Request-ID").unwrap().to_string();
+    let signature = call.json()["_args"]["Data"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let en = visible_text(&chromium_dom(&format!("http://{}/?lang=en", proxy.addr)));
+    for seen in [
+        "connected",
+        &sim.cert_no(),
+        "SM2",
+        "days left",
+        "Last 100 calls",
+        "/rpc",
+        "cus-sec_SpcSignDataAsPEM",
+        &request_id,
+        "127.0.0.1",
+        "SIMULATOR",
+    ] {
+        assert!(en.contains(seen), "the page does not show {seen:?}: {en}");
+    }
+    for secret in [PASSWORD, "secret order data", &signature] {
+        assert!(!en.contains(secret), "the page shows {secret:?}");
+    }
+    let zh = visible_text(&chromium_dom(&format!("http://{}/?lang=zh", proxy.addr)));
+    assert!(
+        zh.contains("已连接") && zh.contains("证书编号") && zh.contains(&request_id),
+        "{zh}"
+    );
+    // the raw HTML needs nothing from outside and refreshes itself
+    let html = proxy.get("/").text();
+    assert!(html.contains("http-equiv=\"refresh\""));
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+}
+
+#[test]
+fn the_status_page_can_be_turned_off() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({"server": {"status_page": false}}));
+    assert_eq!(proxy.get("/").status, 404);
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_count_what_happened() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    for _ in 0..3 {
+        assert_eq!(proxy.rpc("cus-sec_SpcGetCertNo", json!({})).status, 200);
+    }
+    assert_eq!(proxy.post("/nope", "").status, 404);
+    let text = proxy.get("/metrics").text();
+    let dir = TempDir::new("metrics");
+    std::fs::write(dir.path().join("metrics.txt"), &text).unwrap();
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    out[fam.name] = {"type": fam.type, "samples": [[s.name, s.labels, s.value] for s in fam.samples]}
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.path().join("metrics.txt"))
+        .output()
+        .expect("python3 with prometheus_client (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "the parser refused it: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fams: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (name, kind) in [
+        ("chinaport_http_requests", "counter"),
+        ("chinaport_http_request_duration_seconds", "histogram"),
+        ("chinaport_ukey_call_duration_seconds", "histogram"),
+        ("chinaport_ukey_connected", "gauge"),
+        ("chinaport_ukey_reconnects", "counter"),
+        ("chinaport_ukey_probe_failures", "counter"),
+        ("chinaport_ukey_calls_pending", "gauge"),
+        ("chinaport_ukey_calls_in_flight", "gauge"),
+        ("chinaport_shed", "counter"),
+        ("chinaport_webhook_events_pending", "gauge"),
+        ("chinaport_webhook_events_delivered", "counter"),
+        ("chinaport_webhook_delivery_failures", "counter"),
+        ("chinaport_webhook_events_dropped", "counter"),
+        ("chinaport_cert_days_left", "gauge"),
+        ("chinaport_build_info", "gauge"),
+    ] {
+        assert_eq!(fams[name]["type"], kind, "{name} in {fams}");
+    }
+    let rpc_ok = fams["chinaport_http_requests"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s[1]["route"] == "/rpc" && s[1]["status"] == "200")
+        .expect("requests to /rpc answered 200");
+    assert!(rpc_ok[2].as_f64().unwrap() >= 3.0);
+    assert!(
+        fams["chinaport_http_requests"]["samples"]
+            .to_string()
+            .contains("\"other\"")
+    );
+    assert_eq!(fams["chinaport_ukey_connected"]["samples"][0][2], 1.0);
+    assert!(!text.contains(PASSWORD));
+}
+
+#[test]
+fn the_openapi_description_is_served_as_json() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    let r = proxy.get("/openapi.json");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/rpc"]["post"].is_object());
+}
