@@ -45,79 +45,84 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
         &calls,
     );
     let gauge = |v: bool| if v { 1.0 } else { 0.0 };
-    e.single(
-        "chinaport_ukey_connected",
-        "gauge",
-        "1 when the WebSocket to the E-Port client software is up.",
-        gauge(status.connected.load(Ordering::SeqCst)),
-    );
-    e.single(
-        "chinaport_ukey_password_refused",
-        "gauge",
-        "1 when the card refused ukey.password and nothing is sent to it.",
-        gauge(status.password_refused.load(Ordering::SeqCst)),
-    );
-    e.single(
-        "chinaport_ukey_reconnects_total",
-        "counter",
-        "Connections to the card lost or given up (each followed by reconnecting).",
-        m.reconnects.load(Ordering::Relaxed) as f64,
-    );
-    e.single(
-        "chinaport_ukey_probe_failures_total",
-        "counter",
-        "Health probes that failed or got no answer.",
-        m.probe_failures.load(Ordering::Relaxed) as f64,
-    );
-    e.single(
-        "chinaport_ukey_calls_pending",
-        "gauge",
-        "Calls waiting for the card or being answered by it.",
-        status.pending.load(Ordering::SeqCst) as f64,
-    );
-    e.single(
-        "chinaport_ukey_calls_in_flight",
-        "gauge",
-        "Calls queued in the UKey thread or sent and not yet answered.",
-        status.in_flight.load(Ordering::SeqCst) as f64,
-    );
-    e.single(
-        "chinaport_shed_total",
-        "counter",
-        "Calls answered 503 with Retry-After at once because the card was busy.",
-        m.shed.load(Ordering::Relaxed) as f64,
-    );
     let (pending, bytes, dropped) = app.webhooks.backlog();
-    e.single(
-        "chinaport_webhook_events_pending",
-        "gauge",
-        "Webhook events in the journal, not yet delivered.",
-        pending as f64,
-    );
-    e.single(
-        "chinaport_webhook_pending_bytes",
-        "gauge",
-        "Size of the undelivered webhook events.",
-        bytes as f64,
-    );
-    e.single(
-        "chinaport_webhook_events_delivered_total",
-        "counter",
-        "Webhook events delivered.",
-        m.webhooks_delivered.load(Ordering::Relaxed) as f64,
-    );
-    e.single(
-        "chinaport_webhook_delivery_failures_total",
-        "counter",
-        "Webhook delivery attempts that failed (retried) or were refused (4xx).",
-        m.webhooks_failed.load(Ordering::Relaxed) as f64,
-    );
-    e.single(
-        "chinaport_webhook_events_dropped_total",
-        "counter",
-        "Webhook events dropped because the journal was full.",
-        dropped as f64,
-    );
+    let singles: [(&str, &str, &str, f64); 12] = [
+        (
+            "chinaport_ukey_connected",
+            "gauge",
+            "1 when the WebSocket to the E-Port client software is up.",
+            gauge(status.connected.load(Ordering::SeqCst)),
+        ),
+        (
+            "chinaport_ukey_password_refused",
+            "gauge",
+            "1 when the card refused ukey.password and nothing is sent to it.",
+            gauge(status.password_refused.load(Ordering::SeqCst)),
+        ),
+        (
+            "chinaport_ukey_reconnects_total",
+            "counter",
+            "Connections to the card lost or given up (each followed by reconnecting).",
+            m.reconnects.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chinaport_ukey_probe_failures_total",
+            "counter",
+            "Health probes that failed or got no answer.",
+            m.probe_failures.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chinaport_ukey_calls_pending",
+            "gauge",
+            "Calls waiting for the card or being answered by it.",
+            status.pending.load(Ordering::SeqCst) as f64,
+        ),
+        (
+            "chinaport_ukey_calls_in_flight",
+            "gauge",
+            "Calls queued in the UKey thread or sent and not yet answered.",
+            status.in_flight.load(Ordering::SeqCst) as f64,
+        ),
+        (
+            "chinaport_shed_total",
+            "counter",
+            "Calls answered 503 with Retry-After at once because the card was busy.",
+            m.shed.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chinaport_webhook_events_pending",
+            "gauge",
+            "Webhook events in the journal, not yet delivered.",
+            pending as f64,
+        ),
+        (
+            "chinaport_webhook_pending_bytes",
+            "gauge",
+            "Size of the undelivered webhook events.",
+            bytes as f64,
+        ),
+        (
+            "chinaport_webhook_events_delivered_total",
+            "counter",
+            "Webhook events delivered.",
+            m.webhooks_delivered.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chinaport_webhook_delivery_failures_total",
+            "counter",
+            "Webhook delivery attempts that failed (retried) or were refused (4xx).",
+            m.webhooks_failed.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chinaport_webhook_events_dropped_total",
+            "counter",
+            "Webhook events dropped because the journal was full.",
+            dropped as f64,
+        ),
+    ];
+    for (name, kind, help, value) in singles {
+        e.single(name, kind, help, value);
+    }
     let not_after = status.cert_not_after.load(Ordering::SeqCst);
     if not_after > 0 {
         e.single(
