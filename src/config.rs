@@ -596,6 +596,12 @@ impl Config {
                 return Err(invalid(field, "must be greater than 0"));
             }
         }
+        if cfg!(windows) && self.webhook.tls_roots == "bundled" {
+            return Err(invalid(
+                "webhook.tls_roots",
+                "\"bundled\" is not built into the Windows exe, which trusts the Windows certificate store (\"system\"); add other CAs with webhook.ca_file",
+            ));
+        }
         if !matches!(self.webhook.tls_roots.as_str(), "system" | "bundled") {
             return Err(invalid(
                 "webhook.tls_roots",

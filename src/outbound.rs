@@ -22,7 +22,8 @@ pub struct TlsTrust {
     /// The OS certificate store; otherwise the bundled Mozilla roots.
     system: bool,
     /// Extra roots from `webhook.ca_file`. When there are any, the trusted set is the bundled
-    /// Mozilla roots plus these: neither TLS backend can add roots to the OS store's.
+    /// Mozilla roots plus these (on Windows, these alone): neither TLS backend can add roots to
+    /// the OS store's.
     extra: Vec<Certificate<'static>>,
 }
 
@@ -61,6 +62,9 @@ impl TlsTrust {
         }
     }
 
+    /// Elsewhere: the bundled Mozilla roots plus `ca_file`, or the OS verifier, or the bundled
+    /// roots alone.
+    #[cfg(not(windows))]
     fn roots(&self) -> RootCerts {
         if !self.extra.is_empty() {
             let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
@@ -76,6 +80,18 @@ impl TlsTrust {
             RootCerts::PlatformVerifier
         } else {
             RootCerts::WebPki
+        }
+    }
+
+    /// On Windows: the Windows certificate store, or the CAs of `ca_file` instead of it (the
+    /// exe carries no bundled roots; config validation refuses `tls_roots: "bundled"` there).
+    #[cfg(windows)]
+    fn roots(&self) -> RootCerts {
+        let _ = self.system;
+        if self.extra.is_empty() {
+            RootCerts::PlatformVerifier
+        } else {
+            RootCerts::new_with_certs(&self.extra)
         }
     }
 

@@ -19,7 +19,7 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
 fn upper_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    super::hex(bytes, true)
 }
 
 /// A field's value as it is signed: strings as they are, other scalars and nested values as
@@ -63,26 +63,58 @@ pub fn pairs_string(
     parts.join("&")
 }
 
+/// Feeds `a=1&b=2&key=SECRET` to `update` piece by piece, as `pairs_string` writes it, without
+/// building the string.
+fn feed_pairs(
+    obj: &Map<String, Value>,
+    cfg: &ChecksumConfig,
+    secret: &str,
+    mut update: impl FnMut(&[u8]),
+) {
+    for (k, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
+        let value = match v {
+            Value::Null => continue,
+            Value::String(s) if s.is_empty() => continue,
+            Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        };
+        update(k.as_bytes());
+        update(b"=");
+        update(value.as_bytes());
+        update(b"&");
+    }
+    update(b"key=");
+    update(secret.as_bytes());
+}
+
 /// The `pairs` signature: MD5 or HMAC-SHA256, upper-case hex.
 pub fn sign_pairs(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
-    let s = pairs_string(obj, &cfg.field, &cfg.exclude, secret);
     if cfg.algorithm == "hmac-sha256" {
-        upper_hex(&super::mg::mac::<hmac::Hmac<sha2::Sha256>>(
-            secret.as_bytes(),
-            s.as_bytes(),
-        ))
+        use hmac::{KeyInit, Mac};
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+            return String::new();
+        };
+        feed_pairs(obj, cfg, secret, |b| mac.update(b));
+        upper_hex(&mac.finalize().into_bytes())
     } else {
-        upper_hex(&Md5::digest(s.as_bytes()))
+        let mut h = Md5::new();
+        feed_pairs(obj, cfg, secret, |b| h.update(b));
+        upper_hex(&h.finalize())
     }
 }
 
 /// The `values` signature: MD5(secret ‖ values in name order), upper-case hex.
 pub fn sign_values(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
-    let mut data = secret.to_string();
+    let mut h = Md5::new();
+    h.update(secret.as_bytes());
     for (_, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
-        data.push_str(&signed_value(v).unwrap_or_default());
+        match v {
+            Value::Null => {}
+            Value::String(s) => h.update(s.as_bytes()),
+            other => h.update(other.to_string().as_bytes()),
+        }
     }
-    upper_hex(&Md5::digest(data.as_bytes()))
+    upper_hex(&h.finalize())
 }
 
 pub fn sign(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
@@ -177,7 +209,7 @@ impl ChecksumScheme {
             .iter()
             .filter_map(|(id, key)| match key {
                 ClientKey::Secret(s) => Some((id, String::from_utf8_lossy(s).into_owned())),
-                ClientKey::Ed25519(_) => None,
+                ClientKey::Ed25519(_) | ClientKey::Rsa(_) => None,
             })
             .find(|(_, secret)| {
                 constant_time_eq(

@@ -296,6 +296,17 @@ pub fn verify_signature(
             vk.verify_strict(base, &sig)
                 .map_err(|_| AuthError::BadSignature)
         }
+        (ClientKey::Rsa(key), Some("rsa-v1_5-sha256")) => key
+            .pkcs1v15_verify::<sha2::Sha256>(base, signature)
+            .map_err(|_| AuthError::BadSignature),
+        (ClientKey::Rsa(key), Some("rsa-pss-sha512")) => key
+            .pss_verify::<sha2::Sha512>(base, signature)
+            .map_err(|_| AuthError::BadSignature),
+        // `alg` is optional (RFC 9421 3.3.7); eBay's guide leaves it out and signs PKCS#1 v1.5
+        (ClientKey::Rsa(key), None) => key
+            .pkcs1v15_verify::<sha2::Sha256>(base, signature)
+            .or_else(|_| key.pss_verify::<sha2::Sha512>(base, signature))
+            .map_err(|_| AuthError::BadSignature),
         (ClientKey::Secret(secret), None | Some("hmac-sha256")) => {
             let expected = super::mg::mac::<hmac::Hmac<sha2::Sha256>>(secret, base);
             if constant_time_eq(&expected, signature) {
@@ -305,7 +316,7 @@ pub fn verify_signature(
             }
         }
         (_, Some(other)) => Err(AuthError::Unsupported(format!(
-            "algorithm {other} for this client's key (ed25519 for public keys, hmac-sha256 for secrets)"
+            "algorithm {other} for this client's key (ed25519 for Ed25519 keys, rsa-v1_5-sha256 or rsa-pss-sha512 for RSA keys, hmac-sha256 for secrets)"
         ))),
     }
 }
@@ -415,6 +426,8 @@ impl HttpSigScheme {
 pub enum SigningKey {
     Ed25519(ed25519_dalek::SigningKey),
     Hmac(Vec<u8>),
+    /// RSA with PKCS#1 v1.5 over SHA-256 (`rsa-v1_5-sha256`, eBay's default).
+    Rsa(Box<rsa::PrivateKey>),
 }
 
 /// Signs a request: returns the `Signature-Input` and `Signature` values for label `sig1`.
@@ -455,6 +468,7 @@ pub fn sign(
     let alg = match key {
         SigningKey::Ed25519(_) => "ed25519",
         SigningKey::Hmac(_) => "hmac-sha256",
+        SigningKey::Rsa(_) => "rsa-v1_5-sha256",
     };
     let s =
         sfv::String::from_string(alg.to_string()).map_err(|e| malformed("alg", e.0.to_string()))?;
@@ -468,6 +482,9 @@ pub fn sign(
         SigningKey::Hmac(secret) => {
             super::mg::mac::<hmac::Hmac<sha2::Sha256>>(secret, base.as_bytes())
         }
+        SigningKey::Rsa(k) => k
+            .pkcs1v15_sign::<sha2::Sha256>(base.as_bytes())
+            .map_err(|e| malformed("RSA key", e.to_string()))?,
     };
     let params = vec![ListEntry::InnerList(inner)]
         .serialize()

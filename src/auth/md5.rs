@@ -17,12 +17,19 @@ pub fn md5_signature(
     body: &[u8],
     secret: &str,
 ) -> String {
-    hex(&digest(method, path, timestamp, body, secret.as_bytes()))
+    super::hex(
+        &digest(method, path, timestamp, body, secret.as_bytes()),
+        false,
+    )
 }
 
 fn digest(method: &str, path: &str, timestamp: &str, body: &[u8], secret: &[u8]) -> [u8; 16] {
     let mut h = Md5::new();
-    h.update(method.to_ascii_uppercase().as_bytes());
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        h.update(method.to_ascii_uppercase().as_bytes());
+    } else {
+        h.update(method.as_bytes()); // the usual case: no copy
+    }
     h.update(path.as_bytes());
     h.update(timestamp.as_bytes());
     h.update(body);
@@ -31,7 +38,7 @@ fn digest(method: &str, path: &str, timestamp: &str, body: &[u8], secret: &[u8])
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(bytes, false)
 }
 
 /// Checks requests signed with the MD5 scheme, against every client secret.
@@ -80,7 +87,7 @@ impl Md5Scheme {
             .iter()
             .filter_map(|(id, key)| match key {
                 ClientKey::Secret(s) => Some((id, s)),
-                ClientKey::Ed25519(_) => None,
+                ClientKey::Ed25519(_) | ClientKey::Rsa(_) => None,
             })
             .find(|(_, secret)| {
                 let expected = digest(req.method, req.path, timestamp, req.body, secret);

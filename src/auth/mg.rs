@@ -133,7 +133,7 @@ impl MgScheme {
             .find(|(id, _)| id == secret_id)
             .and_then(|(_, key)| match key {
                 ClientKey::Secret(s) => Some(s),
-                ClientKey::Ed25519(_) => None,
+                ClientKey::Ed25519(_) | ClientKey::Rsa(_) => None,
             })
             .ok_or_else(|| AuthError::UnknownClient(secret_id.to_string()))?;
         let timestamp = req.header("x-timestamp").map(str::trim);

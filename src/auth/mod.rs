@@ -17,6 +17,22 @@ use std::fmt;
 
 pub use md5::md5_signature;
 
+/// Hex of `bytes`, lower- or upper-case, through a table: signatures are checked on every
+/// request, and a `format!` per byte was most of what the MD5 scheme cost.
+pub fn hex(bytes: &[u8], upper: bool) -> String {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(digits[(b >> 4) as usize] as char);
+        out.push(digits[(b & 0x0f) as usize] as char);
+    }
+    out
+}
+
 /// A client's key material.
 #[derive(Clone)]
 pub enum ClientKey {
@@ -24,6 +40,8 @@ pub enum ClientKey {
     Secret(Vec<u8>),
     /// An Ed25519 public key (httpsig ed25519).
     Ed25519(ed25519_dalek::VerifyingKey),
+    /// An RSA public key of at least 2048 bits (httpsig rsa-v1_5-sha256, rsa-pss-sha512).
+    Rsa(Box<rsa::PublicKey>),
 }
 
 impl fmt::Debug for ClientKey {
@@ -31,6 +49,10 @@ impl fmt::Debug for ClientKey {
         match self {
             ClientKey::Secret(_) => write!(f, "Secret(***)"),
             ClientKey::Ed25519(k) => write!(f, "Ed25519({})", B64.encode(k.as_bytes())),
+            ClientKey::Rsa(k) => {
+                use rsa::traits::PublicKeyParts;
+                write!(f, "Rsa({} bits)", k.size() * 8)
+            }
         }
     }
 }
@@ -279,6 +301,33 @@ pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, S
         .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
 }
 
+/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (PEM or
+/// base64 SPKI, at least 2048 bits). The key's type decides which algorithms it may sign with.
+pub fn parse_public_key(text: &str) -> Result<ClientKey, String> {
+    if let Ok(k) = parse_ed25519_public(text) {
+        return Ok(ClientKey::Ed25519(k));
+    }
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = B64
+        .decode(body.as_bytes())
+        .map_err(|_| "neither an Ed25519 nor an RSA public key (PEM or base64)".to_string())?;
+    let key = rsa::PublicKey::from_public_key_der(&der)
+        .map_err(|_| "neither an Ed25519 nor an RSA public key".to_string())?;
+    if key.size() * 8 < 2048 {
+        return Err(format!(
+            "an RSA key of {} bits; at least 2048 are needed",
+            key.size() * 8
+        ));
+    }
+    Ok(ClientKey::Rsa(Box::new(key)))
+}
+
 /// Every client of the configuration with its decoded key material; `app_secret` is the client
 /// `default`. An error names the client and what is wrong with its key.
 pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
@@ -308,10 +357,8 @@ pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
                 .map_err(|_| format!("client {id:?}: secret_base64 is not base64"))?;
             ClientKey::Secret(bytes)
         } else {
-            ClientKey::Ed25519(
-                parse_ed25519_public(&c.public_key)
-                    .map_err(|e| format!("client {id:?}: public_key: {e}"))?,
-            )
+            parse_public_key(&c.public_key)
+                .map_err(|e| format!("client {id:?}: public_key: {e}"))?
         };
         out.push((id.clone(), key));
     }

@@ -11,6 +11,8 @@ use serde_json::Value;
 pub enum OutKey {
     Secret(String),
     Ed25519(ed25519_dalek::SigningKey),
+    /// An RSA private key (httpsig rsa-v1_5-sha256).
+    Rsa(Box<rsa::PrivateKey>),
 }
 
 pub struct Signer {
@@ -48,7 +50,7 @@ impl Signer {
     fn secret(&self) -> Result<&str, String> {
         match &self.key {
             OutKey::Secret(s) => Ok(s),
-            OutKey::Ed25519(_) => Err(format!(
+            OutKey::Ed25519(_) | OutKey::Rsa(_) => Err(format!(
                 "the {} scheme signs with a shared secret",
                 self.scheme.name()
             )),
@@ -92,6 +94,7 @@ impl Signer {
                 let key = match &self.key {
                     OutKey::Secret(s) => SigningKey::Hmac(s.as_bytes().to_vec()),
                     OutKey::Ed25519(k) => SigningKey::Ed25519(k.clone()),
+                    OutKey::Rsa(k) => SigningKey::Rsa(k.clone()),
                 };
                 // the default port of the URL's scheme is omitted from @authority
                 let authority = match url_scheme {
@@ -145,6 +148,15 @@ impl Signer {
 }
 
 /// An Ed25519 private key: PKCS#8 PEM, or base64 of the 32-byte seed or of the PKCS#8 DER.
+/// An RSA private key, PKCS#8 or PKCS#1 PEM.
+pub fn parse_rsa_private(text: &str) -> Result<rsa::PrivateKey, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    rsa::PrivateKey::from_pkcs8_pem(text.trim())
+        .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(text.trim()))
+        .map_err(|e| format!("not an RSA private key in PEM (PKCS#8 or PKCS#1): {e}"))
+}
+
 pub fn parse_ed25519_private(text: &str) -> Result<ed25519_dalek::SigningKey, String> {
     use base64::Engine;
     use ed25519_dalek::pkcs8::DecodePrivateKey;

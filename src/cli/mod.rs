@@ -47,6 +47,8 @@ pub struct SignArgs {
     pub key: Option<String>,
     /// An Ed25519 private key (httpsig): PEM, base64, or @file.
     pub ed25519_key: Option<String>,
+    /// An RSA private key (httpsig rsa-v1_5-sha256): PEM, or @file.
+    pub rsa_key: Option<String>,
     pub key_id: Option<String>,
     pub method: String,
     pub url: String,
@@ -61,7 +63,7 @@ USAGE:
     chinaport-proxy [-config PATH] [--simulate [--card sm2|rsa]]
     chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [--card sm2|rsa] [FAULTS]
     chinaport-proxy check-config [-config PATH]
-    chinaport-proxy sign --scheme md5|hmac|httpsig|checksum (--key SECRET | --ed25519-key KEY)
+    chinaport-proxy sign --scheme md5|hmac|httpsig|checksum (--key SECRET | --ed25519-key KEY | --rsa-key KEY)
                          [--key-id ID] [--method POST] --url URL [--body JSON] [--json]
     chinaport-proxy --version | --help
 
@@ -76,7 +78,8 @@ OPTIONS:
 
 SIGN prints the headers (or, for checksum, the signed body) and a ready curl command, for
 testing by hand. --key-id names the client (x-mg-secretid, keyid); --ed25519-key takes a PEM or
-base64 private key, or @FILE.
+base64 private key, or @FILE; --rsa-key a PEM RSA private key (PKCS#8 or PKCS#1), or @FILE,
+and signs with rsa-v1_5-sha256.
 
 FAULTS (simulate, for testing how your system copes; also settable at run time by calling
 the method sim-ctl_Faults through /rpc, and sim-ctl_Drop drops the connection):
@@ -121,6 +124,7 @@ fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         match flag.as_str() {
             "--scheme" => a.scheme = value(&flag)?,
             "--key" => a.key = Some(value(&flag)?),
+            "--rsa-key" => a.rsa_key = Some(value(&flag)?),
             "--ed25519-key" => a.ed25519_key = Some(value(&flag)?),
             "--key-id" => a.key_id = Some(value(&flag)?),
             "--method" => a.method = value(&flag)?.to_ascii_uppercase(),
@@ -133,8 +137,13 @@ fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String>
     if a.scheme.is_empty() || a.url.is_empty() {
         return Err("sign needs --scheme and --url".into());
     }
-    if a.key.is_none() == a.ed25519_key.is_none() {
-        return Err("sign needs exactly one of --key and --ed25519-key".into());
+    let keys = [
+        a.key.is_some(),
+        a.ed25519_key.is_some(),
+        a.rsa_key.is_some(),
+    ];
+    if keys.iter().filter(|k| **k).count() != 1 {
+        return Err("sign needs exactly one of --key, --ed25519-key and --rsa-key".into());
     }
     Ok(Command::Sign(a))
 }

@@ -13,10 +13,11 @@ pub fn run(a: &SignArgs) -> Result<(), String> {
             a.scheme
         )
     })?;
-    let key = match (&a.key, &a.ed25519_key) {
-        (Some(secret), _) => OutKey::Secret(secret.clone()),
-        (None, Some(k)) => OutKey::Ed25519(outgoing::parse_ed25519_private(&key_text(k)?)?),
-        (None, None) => return Err("sign needs --key or --ed25519-key".into()),
+    let key = match (&a.key, &a.ed25519_key, &a.rsa_key) {
+        (Some(secret), _, _) => OutKey::Secret(secret.clone()),
+        (None, Some(k), _) => OutKey::Ed25519(outgoing::parse_ed25519_private(&key_text(k)?)?),
+        (None, None, Some(k)) => OutKey::Rsa(Box::new(outgoing::parse_rsa_private(&key_text(k)?)?)),
+        (None, None, None) => return Err("sign needs --key, --ed25519-key or --rsa-key".into()),
     };
     let signer = Signer {
         scheme,

@@ -85,6 +85,7 @@ fn check(v: &Value, req: &RequestParts<'_>, key: &ClientKey, signing: Option<&Si
             SigningKey::Hmac(s) => {
                 crate::auth::mg::mac::<hmac::Hmac<sha2::Sha256>>(s, base.as_bytes())
             }
+            SigningKey::Rsa(k) => k.pkcs1v15_sign::<sha2::Sha256>(base.as_bytes()).unwrap(),
         };
         assert_eq!(sig, parsed.signature, "{} reproduces", v["name"]);
     }
@@ -395,4 +396,67 @@ fn malformed_signature_input_never_panics_and_always_says_why() {
             assert!(!e.to_string().is_empty());
         }
     }
+}
+
+/// RFC 9421 B.1.2 test-key-rsa-pss, public part (also eBay's README RSA test key).
+const RSA_PSS_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAr4tmm3r20Wd/PbqvP1s2
++QEtvpuRaV8Yq40gjUR8y2Rjxa6dpG2GXHbPfvMs8ct+Lh1GH45x28Rw3Ry53mm+
+oAXjyQ86OnDkZ5N8lYbggD4O3w6M6pAvLkhk95AndTrifbIFPNU8PPMO7OyrFAHq
+gDsznjPFmTOtCEcN2Z1FpWgchwuYLPL+Wokqltd11nqqzi+bJ9cvSKADYdUAAN5W
+Utzdpiy6LbTgSxP7ociU4Tn0g5I6aDZJ7A8Lzo0KSyZYoA485mqcO0GVAdVw9lq4
+aOT9v6d+nb4bnNkQVklLQ3fVAvJm+xdDOp9LCNCN48V2pnDOkFV6+U9nV5oyc6XI
+2wIDAQAB
+-----END PUBLIC KEY-----";
+
+fn rsa_client() -> ClientKey {
+    crate::auth::parse_public_key(RSA_PSS_PUBLIC).expect("the RFC's RSA key")
+}
+
+#[test]
+fn rfc9421_b2_1_to_b2_3_rsa_pss_sha512_verify() {
+    let key = rsa_client();
+    for name in [
+        "RFC9421-B.2.1-rsa-pss-sha512-verify-only",
+        "RFC9421-B.2.2-rsa-pss-sha512-verify-only",
+        "RFC9421-B.2.3-rsa-pss-sha512-verify-only",
+    ] {
+        let v = vector(name);
+        let base = v["inputs"]["signature_base"].as_str().unwrap();
+        let sig = B64
+            .decode(v["inputs"]["signature"].as_str().unwrap())
+            .unwrap();
+        verify_signature(&key, Some("rsa-pss-sha512"), base.as_bytes(), &sig)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // without alg the key's type decides, and PSS is tried
+        verify_signature(&key, None, base.as_bytes(), &sig).unwrap();
+        // one changed byte of the base fails
+        let mut other = base.as_bytes().to_vec();
+        other[5] ^= 1;
+        assert!(verify_signature(&key, Some("rsa-pss-sha512"), &other, &sig).is_err());
+        // the wrong RSA algorithm fails, and an RSA key cannot pass for ed25519
+        assert!(verify_signature(&key, Some("rsa-v1_5-sha256"), base.as_bytes(), &sig).is_err());
+        assert!(verify_signature(&key, Some("ed25519"), base.as_bytes(), &sig).is_err());
+    }
+}
+
+#[test]
+fn ebay_profile_rsa_v1_5_sha256_verifies() {
+    let v = vector("eBay-profile-POST-rsa-v1_5-sha256 (own vector)");
+    let base = v["inputs"]["signature_base"].as_str().unwrap();
+    let header = v["expected"]["signature"].as_str().unwrap();
+    let b64 = header.trim_start_matches("sig1=:").trim_end_matches(':');
+    let sig = B64.decode(b64).unwrap();
+    let key = rsa_client();
+    verify_signature(&key, Some("rsa-v1_5-sha256"), base.as_bytes(), &sig).unwrap();
+    verify_signature(&key, None, base.as_bytes(), &sig).unwrap();
+    assert!(verify_signature(&key, Some("rsa-pss-sha512"), base.as_bytes(), &sig).is_err());
+}
+
+#[test]
+fn small_rsa_keys_are_refused() {
+    // a 1024-bit SPKI
+    let small = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDWzLDJcMDf7bWtOkQNF+UyYBNJkKt7/uT5ZNkCfJnzenNgq+BPEMm++j8ylJGczvppJBbDrlHsk2SbyZT+vr0tNkGlRz29HDK/bbdxVnho9j35cY57iYgMM8k64AfZX8xg1RlQItZrx/+k03P3G8g4TmCguzWqXrB6qzhZ5WvcaQIDAQAB";
+    let e = crate::auth::parse_public_key(small).unwrap_err();
+    assert!(e.contains("2048"), "{e}");
 }
