@@ -104,81 +104,50 @@ fn schemes() {
         body,
     };
     let components = ["@method", "@path", "@authority"];
-    let hmac_key = chinaport_proxy::auth::ClientKey::Secret(secret.as_bytes().to_vec());
-    let hmac_sign = httpsig::SigningKey::Hmac(secret.as_bytes().to_vec());
-    report(
-        "httpsig hmac-sha256",
-        million / 10,
-        time(million / 10, |_| {
-            let signed = httpsig::sign(
-                &req,
-                &components,
-                1_700_000_000,
-                Some("erp"),
-                None,
-                &hmac_sign,
-            )
-            .expect("sign");
-            let sig = httpsig::parse_headers(&signed.0, &signed.1).expect("parse");
-            let base = signed_base(&req, &signed.0);
-            httpsig::verify_signature(
-                &hmac_key,
-                Some("hmac-sha256"),
-                base.as_bytes(),
-                &sig.signature,
-            )
-            .expect("verify");
-        }),
-    );
     let ed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let ed_key = chinaport_proxy::auth::ClientKey::Ed25519(ed.verifying_key());
-    let ed_sign = httpsig::SigningKey::Ed25519(ed);
-    report(
-        "httpsig ed25519",
-        few * 10,
-        time(few * 10, |_| {
-            let signed = httpsig::sign(
-                &req,
-                &components,
-                1_700_000_000,
-                Some("erp"),
-                None,
-                &ed_sign,
-            )
-            .expect("sign");
-            let sig = httpsig::parse_headers(&signed.0, &signed.1).expect("parse");
-            let base = signed_base(&req, &signed.0);
-            httpsig::verify_signature(&ed_key, Some("ed25519"), base.as_bytes(), &sig.signature)
-                .expect("verify");
-        }),
-    );
     let rsa = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).expect("RSA key");
-    let rsa_key = chinaport_proxy::auth::ClientKey::Rsa(Box::new(rsa.to_public_key()));
-    let rsa_sign = httpsig::SigningKey::Rsa(Box::new(rsa));
-    report(
-        "httpsig rsa-v1_5-sha256",
-        few / 4,
-        time(few / 4, |_| {
+    use chinaport_proxy::auth::ClientKey;
+    let rounds = [
+        (
+            "httpsig hmac-sha256",
+            million / 10,
+            ClientKey::Secret(secret.as_bytes().to_vec()),
+            httpsig::SigningKey::Hmac(secret.as_bytes().to_vec()),
+            "hmac-sha256",
+        ),
+        (
+            "httpsig ed25519",
+            few * 10,
+            ClientKey::Ed25519(ed.verifying_key()),
+            httpsig::SigningKey::Ed25519(ed),
+            "ed25519",
+        ),
+        (
+            "httpsig rsa-v1_5-sha256",
+            few / 4,
+            ClientKey::Rsa(Box::new(rsa.to_public_key())),
+            httpsig::SigningKey::Rsa(Box::new(rsa)),
+            "rsa-v1_5-sha256",
+        ),
+    ];
+    for (name, n, key, signing, alg) in rounds {
+        let took = time(n, |_| {
             let signed = httpsig::sign(
                 &req,
                 &components,
                 1_700_000_000,
                 Some("erp"),
                 None,
-                &rsa_sign,
+                &signing,
             )
             .expect("sign");
             let sig = httpsig::parse_headers(&signed.0, &signed.1).expect("parse");
             let base = signed_base(&req, &signed.0);
-            httpsig::verify_signature(
-                &rsa_key,
-                Some("rsa-v1_5-sha256"),
-                base.as_bytes(),
-                &sig.signature,
-            )
-            .expect("verify");
-        }),
-    );
+            httpsig::verify_signature(&key, Some(alg), base.as_bytes(), &sig.signature)
+                .expect("verify");
+        });
+        report(name, n, took);
+    }
 }
 
 /// The signature base of a `Signature-Input` value, as the verifier rebuilds it.

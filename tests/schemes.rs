@@ -344,20 +344,6 @@ fn the_readme_worked_examples_are_right() {
     ));
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[test]
 fn an_rsa_request_signed_by_openssl_the_ebay_way_is_accepted() {
     use base64::Engine;

@@ -509,3 +509,19 @@ pub fn order_179(session: &str, upload: bool) -> String {
       "serviceTime": 1756571640000u64, "realTimeDataUpload": upload})
     .to_string()
 }
+
+/// Runs the OpenSSL command line in `dir` and returns its standard output (fails the test when
+/// it fails).
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
