@@ -199,14 +199,6 @@ impl Unsigned {
     }
 }
 
-/// A certificate as the card hands it out, PEM armour and line breaks removed.
-pub fn bare_base64(cert: &str) -> String {
-    cert.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect()
-}
-
 /// What `verify` found in a signed message, part by part.
 #[derive(Debug, Clone, Default)]
 pub struct Verification {

@@ -63,13 +63,8 @@ impl fmt::Debug for CertInfo {
 impl CertInfo {
     /// Parses a certificate given as base64 DER (PEM armour and line breaks are allowed).
     pub fn from_base64(text: &str) -> Result<CertInfo, String> {
-        let b64: String = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
         let der = B64
-            .decode(b64.as_bytes())
+            .decode(bare_base64(text).as_bytes())
             .map_err(|_| "the certificate is not base64".to_string())?;
         CertInfo::from_der(&der)
     }
@@ -125,6 +120,14 @@ impl CertInfo {
         !key_name.trim().is_empty()
             && trim_hex(&key_name.trim().to_ascii_lowercase()) == self.serial_hex
     }
+}
+
+/// A certificate as the card hands it out, PEM armour and line breaks removed.
+pub fn bare_base64(cert: &str) -> String {
+    cert.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect()
 }
 
 fn trim_hex(s: &str) -> String {

@@ -37,7 +37,7 @@ pub fn sign_cert(app: &App, ex: &Exchange) -> Result<SignCert, Reply> {
                 .ok_or_else(|| Reply::error(502, "the UKey answered without a certificate"))?
         }
     };
-    let b64 = crate::customs::ceb::bare_base64(&b64);
+    let b64 = crate::customs::cert::bare_base64(&b64);
     let info = CertInfo::from_base64(&b64).map_err(|e| {
         Reply::error(
             502,
