@@ -168,6 +168,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// The card's recent time per call; zero until a call has been answered.
+    pub fn call_time(&self) -> Duration {
+        Duration::from_micros(self.call_time_us.load(Ordering::Relaxed))
+    }
+
     pub fn cert_no(&self) -> Option<String> {
         read(&self.cert_no)
     }
@@ -341,7 +346,7 @@ impl Ukey {
     /// How far past `deadline` a call would finish behind `ahead` others, at the card's recent
     /// pace; `None` when it would make it (or the pace is not known yet).
     fn would_finish_late(&self, ahead: usize, deadline: Instant) -> Option<Duration> {
-        let per_call = Duration::from_micros(self.status.call_time_us.load(Ordering::Relaxed));
+        let per_call = self.status.call_time();
         if per_call.is_zero() {
             return None;
         }

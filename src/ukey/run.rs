@@ -362,26 +362,24 @@ impl Runner {
             let Some(origin) = s.queue.pop_front() else {
                 break;
             };
-            if self.refused() {
+            let origin = match origin {
                 // every frame carries the password: not one more attempt, by anyone
-                if let Origin::Caller(job) = origin {
+                Origin::Caller(job) if self.refused() => {
                     reply(job, Err(CallError::PasswordRefused));
+                    continue;
                 }
-                continue;
-            }
-            // the card never works for a caller who will not be there to get the answer
-            if let Origin::Caller(job) = &origin
-                && self.too_late(job.deadline)
-            {
-                if let Origin::Caller(job) = origin {
+                _ if self.refused() => continue,
+                // the card never works for a caller who will not be there to get the answer
+                Origin::Caller(job) if self.too_late(job.deadline) => {
                     log::warn!(
                         "[{}] time budget ran out waiting for the UKey; not sent",
                         job.request_id
                     );
                     reply(job, Err(CallError::Late(self.config.timeout())));
+                    continue;
                 }
-                continue;
-            }
+                other => other,
+            };
             let id = self.next_id;
             self.next_id += 1;
             let (method, args) = match &origin {
@@ -473,14 +471,8 @@ impl Runner {
             Origin::Caller(job) => {
                 self.record_call_time(sent.sent_at.elapsed());
                 crate::metrics::global().ukey_call(&sent.method, sent.sent_at.elapsed());
-                let value = Value::Object(frame);
-                if lockout::is_password_refusal(&value) {
-                    self.on_password_refused(&value);
-                }
-                self.restart_if_called_for(&value);
-                let Value::Object(frame) = value else {
-                    return None;
-                };
+                let answer = Value::Object(frame);
+                self.look_after(&answer);
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!(
                         "[{}] UKey -> {}",
@@ -488,7 +480,7 @@ impl Runner {
                         self.masker.mask_str(text)
                     );
                 }
-                reply(job, Ok(Value::Object(frame)));
+                reply(job, Ok(answer));
                 None
             }
             Origin::Probe { .. } => self.on_probe_reply(s, &frame),
@@ -561,14 +553,20 @@ impl Runner {
         }
     }
 
-    /// Restarts the client software when the card's reply calls for it (`Err:Custom50070`,
-    /// `Err:Custom50200`).
-    fn restart_if_called_for(&self, frame: &Value) {
-        if let Some(code) = restart::calls_for_restart(&super::frame::errors(frame)) {
+    /// What a reply to a call or a probe is looked at for: a refused password (nothing more
+    /// is sent), and `Err:Custom50070` / `Err:Custom50200` (the client software is restarted).
+    /// Returns whether the card refused the password.
+    fn look_after(&mut self, answer: &Value) -> bool {
+        let refused = lockout::is_password_refusal(answer);
+        if refused {
+            self.on_password_refused(answer);
+        }
+        if let Some(code) = restart::calls_for_restart(&super::frame::errors(answer)) {
             self.care
                 .restarter
                 .trigger(&format!("the card answered {code}"));
         }
+        refused
     }
 
     fn on_probe_reply(
@@ -592,7 +590,7 @@ impl Runner {
             log::debug!("UKey: health probe passed");
             return None;
         }
-        self.restart_if_called_for(&Value::Object(frame.clone()));
+        let refused = self.look_after(&Value::Object(frame.clone()));
         let errors = args
             .and_then(|a| a.get("Error"))
             .map(|e| e.to_string())
@@ -601,11 +599,10 @@ impl Runner {
             "health probe {PROBE_METHOD} failed: {}",
             self.masker.mask_str(&errors)
         );
-        if lockout::is_password_refusal(&Value::Object(frame.clone())) {
+        if refused {
             // Reconnecting cannot fix a wrong password, and every further frame would be one
             // more wrong attempt towards locking the card: send nothing more, stay connected.
             self.status.last_probe_ok.store(false, Ordering::SeqCst);
-            self.on_password_refused(&Value::Object(frame.clone()));
             return None;
         }
         Some(self.probe_failed(error))
@@ -719,8 +716,7 @@ impl Runner {
     /// Whether a call due at `deadline` can no longer be answered in time: its deadline has
     /// passed, or is nearer than the card's recent time per call.
     fn too_late(&self, deadline: Instant) -> bool {
-        let per_call = Duration::from_micros(self.status.call_time_us.load(Ordering::Relaxed));
-        deadline <= Instant::now() + per_call
+        deadline <= Instant::now() + self.status.call_time()
     }
 
     /// Folds one call's send → reply time into the moving average that admission and `pump`
