@@ -54,14 +54,6 @@ impl TlsTrust {
         })
     }
 
-    /// The OS store (or the bundled roots) and nothing else: for tests and tools.
-    pub fn platform() -> TlsTrust {
-        TlsTrust {
-            system: true,
-            extra: Vec::new(),
-        }
-    }
-
     /// Elsewhere: the bundled Mozilla roots plus `ca_file`, or the OS verifier, or the bundled
     /// roots alone.
     #[cfg(not(windows))]

@@ -17,6 +17,7 @@ use super::{
 use crate::config::ChecksumConfig;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 fn upper_hex(bytes: &[u8]) -> String {
     super::hex(bytes, true)
@@ -24,12 +25,12 @@ fn upper_hex(bytes: &[u8]) -> String {
 
 /// A field's value as it is signed: strings as they are, other scalars and nested values as
 /// compact JSON. `None` for null and the empty string (skipped in `pairs`).
-fn signed_value(v: &Value) -> Option<String> {
+fn signed_value(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::Null => None,
         Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -55,28 +56,25 @@ pub fn pairs_string(
     exclude: &[String],
     secret: &str,
 ) -> String {
-    let mut parts: Vec<String> = signed_fields(obj, sign_field, exclude)
-        .into_iter()
-        .filter_map(|(k, v)| signed_value(v).map(|v| format!("{k}={v}")))
-        .collect();
-    parts.push(format!("key={secret}"));
-    parts.join("&")
+    let mut out = Vec::new();
+    feed_pairs(obj, sign_field, exclude, secret, |b| {
+        out.extend_from_slice(b)
+    });
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Feeds `a=1&b=2&key=SECRET` to `update` piece by piece, as `pairs_string` writes it, without
-/// building the string.
+/// Feeds `a=1&b=2&key=SECRET` to `update` piece by piece: the hashers take it without the
+/// string being built, and `pairs_string` builds it from the same pieces.
 fn feed_pairs(
     obj: &Map<String, Value>,
-    cfg: &ChecksumConfig,
+    sign_field: &str,
+    exclude: &[String],
     secret: &str,
     mut update: impl FnMut(&[u8]),
 ) {
-    for (k, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
-        let value = match v {
-            Value::Null => continue,
-            Value::String(s) if s.is_empty() => continue,
-            Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-            other => std::borrow::Cow::Owned(other.to_string()),
+    for (k, v) in signed_fields(obj, sign_field, exclude) {
+        let Some(value) = signed_value(v) else {
+            continue;
         };
         update(k.as_bytes());
         update(b"=");
@@ -94,11 +92,11 @@ pub fn sign_pairs(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) 
         let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
             return String::new();
         };
-        feed_pairs(obj, cfg, secret, |b| mac.update(b));
+        feed_pairs(obj, &cfg.field, &cfg.exclude, secret, |b| mac.update(b));
         upper_hex(&mac.finalize().into_bytes())
     } else {
         let mut h = Md5::new();
-        feed_pairs(obj, cfg, secret, |b| h.update(b));
+        feed_pairs(obj, &cfg.field, &cfg.exclude, secret, |b| h.update(b));
         upper_hex(&h.finalize())
     }
 }
@@ -108,10 +106,8 @@ pub fn sign_values(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str)
     let mut h = Md5::new();
     h.update(secret.as_bytes());
     for (_, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
-        match v {
-            Value::Null => {}
-            Value::String(s) => h.update(s.as_bytes()),
-            other => h.update(other.to_string().as_bytes()),
+        if let Some(value) = signed_value(v) {
+            h.update(value.as_bytes());
         }
     }
     upper_hex(&h.finalize())

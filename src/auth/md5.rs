@@ -37,10 +37,6 @@ fn digest(method: &str, path: &str, timestamp: &str, body: &[u8], secret: &[u8])
     h.finalize().into()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    super::hex(bytes, false)
-}
-
 /// Checks requests signed with the MD5 scheme, against every client secret.
 pub struct Md5Scheme {
     max_skew_ms: u64,

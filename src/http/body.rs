@@ -1,19 +1,12 @@
 //! Reading a request's body within `server.max_body_bytes`: a larger one is answered 413
 //! without being read.
 
-use super::exchange::Input;
 use super::reply::Reply;
 use std::io::Read;
 use tiny_http::Request;
 
-/// Reads the body and Content-Type of `request`, at most `limit` bytes.
-pub fn read(request: &mut Request, limit: usize) -> Result<Input, Reply> {
-    let content_type = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| h.value.as_str().to_ascii_lowercase())
-        .unwrap_or_default();
+/// Reads the body of `request`, at most `limit` bytes.
+pub fn read(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
     let too_large = || {
         Reply::error(
             413,
@@ -32,9 +25,5 @@ pub fn read(request: &mut Request, limit: usize) -> Result<Input, Reply> {
     if body.len() > limit {
         return Err(too_large());
     }
-    Ok(Input {
-        body,
-        content_type,
-        ..Input::default()
-    })
+    Ok(body)
 }

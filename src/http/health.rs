@@ -14,8 +14,9 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
     let probe_ms = status.last_probe_ms.load(Ordering::SeqCst);
     let probe_ok = status.last_probe_ok.load(Ordering::SeqCst);
     let not_after = status.cert_not_after.load(Ordering::SeqCst);
-    let days_left = (not_after > 0).then(|| days_left(not_after, now_ms() / 1000));
-    let expired = days_left.is_some_and(|d| d < 0) && now_ms() / 1000 > not_after;
+    let now_s = now_ms() / 1000;
+    let days_left = (not_after > 0).then(|| days_left(not_after, now_s));
+    let expired = not_after > 0 && now_s > not_after;
     let healthy = connected && probe_ok && !expired;
     let backlog = app.webhooks.backlog();
     let body = json!({

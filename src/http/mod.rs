@@ -13,6 +13,7 @@ pub mod customs;
 pub mod exchange;
 pub mod health;
 pub mod metrics_page;
+pub mod openapi;
 pub mod recent;
 pub mod reply;
 pub mod routes;

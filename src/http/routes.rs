@@ -4,7 +4,7 @@
 
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use super::{App, card, ceb, customs, health, metrics_page, rpc, status_page};
+use super::{App, card, ceb, customs, health, metrics_page, openapi, rpc, status_page};
 use tiny_http::Method;
 
 /// Who may call a route.
@@ -46,7 +46,7 @@ pub static ROUTES: &[Route] = &[
         method: Method::Get,
         path: "/openapi.json",
         access: Access::Open,
-        handler: status_page::openapi,
+        handler: openapi::get,
     },
     Route {
         method: Method::Get,
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn the_openapi_description_has_exactly_the_routes_of_the_table() {
         let spec: serde_json::Value =
-            serde_json::from_str(super::super::status_page::openapi_json()).expect("JSON");
+            serde_json::from_str(super::super::openapi::openapi_json()).expect("JSON");
         let mut described: Vec<(String, String)> = spec["paths"]
             .as_object()
             .expect("paths")

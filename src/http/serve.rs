@@ -77,8 +77,9 @@ fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Rep
     {
         return (route.handler)(app, &head_of(request), ex);
     }
-    let mut input = match body::read(request, app.config.server.max_body_bytes) {
-        Ok(i) => head_of(request).with_body(i),
+    let mut input = head_of(request);
+    input.body = match body::read(request, app.config.server.max_body_bytes) {
+        Ok(b) => b,
         Err(reply) => return reply,
     };
     if let Err(reply) = authenticate(app, request, path, &mut input, ex) {
@@ -152,32 +153,26 @@ fn authenticate(
     }
 }
 
-/// What a handler may read of the request besides its body: the query and the language.
+/// What a handler may read of the request besides its body: the Content-Type (lower-cased),
+/// the query and the language.
 fn head_of(request: &Request) -> Input {
-    let language = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Accept-Language"))
-        .map(|h| h.value.as_str().to_string())
-        .unwrap_or_default();
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
+            .unwrap_or_default()
+    };
     Input {
+        body: Vec::new(),
+        content_type: header("Content-Type").to_ascii_lowercase(),
         query: request
             .url()
             .split_once('?')
             .map(|(_, q)| q.split('#').next().unwrap_or("").to_string())
             .unwrap_or_default(),
-        accept_language: language,
-        ..Input::default()
-    }
-}
-
-impl Input {
-    fn with_body(self, read: Input) -> Input {
-        Input {
-            body: read.body,
-            content_type: read.content_type,
-            ..self
-        }
+        accept_language: header("Accept-Language"),
     }
 }
 
@@ -190,7 +185,11 @@ fn observe(app: &App, ex: &Exchange, path: &str, reply: &Reply) {
     if reply.status == 503 && reply.headers.iter().any(|(n, _)| n == "Retry-After") {
         crate::metrics::Metrics::count(&metrics.shed);
     }
-    if matches!(route, "/" | "/metrics" | "/health" | "/openapi.json") {
+    // the pages that only look (open, or open to this PC) are not calls
+    if routes::ROUTES
+        .iter()
+        .any(|r| r.path == route && r.access != Access::Signed)
+    {
         return;
     }
     app.recent.push(RecentCall {

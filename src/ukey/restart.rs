@@ -101,10 +101,6 @@ impl Restarter {
         }
     }
 
-    pub fn command(&self) -> Option<&[String]> {
-        self.command.as_deref()
-    }
-
     /// An automatic restart, for `reason`: skipped when none is configured, one is running, or
     /// the last one started less than `min_interval` ago. Runs on a thread of its own.
     pub fn trigger(self: &Arc<Self>, reason: &str) {
