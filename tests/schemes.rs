@@ -216,7 +216,7 @@ fn hmac_trace_id_code_response_signature_and_body_digest() {
     let expected = chinaport_proxy::auth::mg::mg_sign(
         chinaport_proxy::auth::mg::MgAlg::HmacSha256,
         "erp",
-        SECRET.as_bytes(),
+        &chinaport_proxy::auth::Secret::new(SECRET),
         nonce,
     );
     assert_eq!(r.header("x-mg-sign"), Some(expected.as_str()));
@@ -276,7 +276,7 @@ fn webhooks_are_signed_with_the_configured_scheme() {
     let expected = chinaport_proxy::auth::mg::mg_sign(
         chinaport_proxy::auth::mg::MgAlg::HmacSha256,
         "proxy-7",
-        SECRET.as_bytes(),
+        &chinaport_proxy::auth::Secret::new(SECRET),
         nonce,
     );
     assert_eq!(e.header("x-mg-sign"), Some(expected.as_str()));
@@ -299,7 +299,8 @@ fn the_readme_worked_examples_are_right() {
     );
     expect(&format!("X-Signature: {md5}"));
 
-    let sign = mg::mg_sign(mg::MgAlg::HmacSha256, "erp", b"erp-secret", "9c1e4f7a2b");
+    let secret = chinaport_proxy::auth::Secret::new("erp-secret");
+    let sign = mg::mg_sign(mg::MgAlg::HmacSha256, "erp", &secret, "9c1e4f7a2b");
     expect(&format!("x-mg-sign: {sign}"));
 
     let d = digest::content_digest("sha-256", body.as_bytes()).unwrap();
@@ -321,7 +322,7 @@ fn the_readme_worked_examples_are_right() {
         1_700_000_000,
         Some("erp"),
         Some("n-1"),
-        &httpsig::SigningKey::Hmac(b"erp-secret".to_vec()),
+        &httpsig::SigningKey::Hmac(secret.clone()),
     )
     .unwrap();
     expect(&format!("Content-Digest: {d}"));
@@ -338,10 +339,7 @@ fn the_readme_worked_examples_are_right() {
     .unwrap();
     let pairs = checksum::pairs_string(&fields, "sign", &[], "erp-secret");
     expect(&format!("`{pairs}`"));
-    expect(&format!(
-        "as\n`{}`",
-        checksum::sign(&fields, &cfg, "erp-secret")
-    ));
+    expect(&format!("as\n`{}`", checksum::sign(&fields, &cfg, &secret)));
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! apply; the signature field is removed before the body goes on.
 
 use super::replay::ReplayCache;
+use super::secret::{MacAlg, Secret, Tag};
 use super::{
     AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
     replay_error,
@@ -18,10 +19,6 @@ use crate::config::ChecksumConfig;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-
-fn upper_hex(bytes: &[u8]) -> String {
-    super::hex(bytes, true)
-}
 
 /// A field's value as it is signed: strings as they are, other scalars and nested values as
 /// compact JSON. `None` for null and the empty string (skipped in `pairs`).
@@ -34,19 +31,31 @@ fn signed_value(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The fields that are signed, sorted by name.
-fn signed_fields<'a>(
+/// Calls `each` for the signed fields, sorted by name (byte order). serde_json's map is already
+/// in that order, so nothing is collected; should a feature switch it to insertion order, the
+/// fields are sorted first.
+fn for_signed_fields<'a>(
     obj: &'a Map<String, Value>,
     sign_field: &str,
     exclude: &[String],
-) -> Vec<(&'a str, &'a Value)> {
+    mut each: impl FnMut(&'a str, &'a Value),
+) {
+    let signed = |k: &String| k.as_str() != sign_field && !exclude.iter().any(|e| e == k);
+    if obj.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+        for (k, v) in obj.iter().filter(|(k, _)| signed(k)) {
+            each(k, v);
+        }
+        return;
+    }
     let mut fields: Vec<(&str, &Value)> = obj
         .iter()
-        .filter(|(k, _)| k.as_str() != sign_field && !exclude.iter().any(|e| e == *k))
+        .filter(|(k, _)| signed(k))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    fields
+    for (k, v) in fields {
+        each(k, v);
+    }
 }
 
 /// `a=1&b=2&key=SECRET` (the string that is hashed in the `pairs` variant).
@@ -57,7 +66,7 @@ pub fn pairs_string(
     secret: &str,
 ) -> String {
     let mut out = Vec::new();
-    feed_pairs(obj, sign_field, exclude, secret, |b| {
+    feed_pairs(obj, sign_field, exclude, secret.as_bytes(), |b| {
         out.extend_from_slice(b)
     });
     String::from_utf8_lossy(&out).into_owned()
@@ -69,55 +78,63 @@ fn feed_pairs(
     obj: &Map<String, Value>,
     sign_field: &str,
     exclude: &[String],
-    secret: &str,
+    secret: &[u8],
     mut update: impl FnMut(&[u8]),
 ) {
-    for (k, v) in signed_fields(obj, sign_field, exclude) {
-        let Some(value) = signed_value(v) else {
-            continue;
-        };
-        update(k.as_bytes());
-        update(b"=");
-        update(value.as_bytes());
-        update(b"&");
-    }
+    for_signed_fields(obj, sign_field, exclude, |k, v| {
+        if let Some(value) = signed_value(v) {
+            update(k.as_bytes());
+            update(b"=");
+            update(value.as_bytes());
+            update(b"&");
+        }
+    });
     update(b"key=");
-    update(secret.as_bytes());
+    update(secret);
 }
 
-/// The `pairs` signature: MD5 or HMAC-SHA256, upper-case hex.
-pub fn sign_pairs(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
-    if cfg.algorithm == "hmac-sha256" {
-        use hmac::{KeyInit, Mac};
-        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-            return String::new();
-        };
-        feed_pairs(obj, &cfg.field, &cfg.exclude, secret, |b| mac.update(b));
-        upper_hex(&mac.finalize().into_bytes())
+/// The raw signature: `pairs` is MD5 or HMAC-SHA256 of the pairs string, `values` MD5 of the
+/// secret followed by the values in name order.
+fn digest(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> Tag {
+    let (field, exclude) = (cfg.field.as_str(), cfg.exclude.as_slice());
+    if cfg.variant == "values" {
+        let mut h = Md5::new();
+        h.update(secret.bytes());
+        for_signed_fields(obj, field, exclude, |_, v| {
+            if let Some(value) = signed_value(v) {
+                h.update(value.as_bytes());
+            }
+        });
+        Tag::of(&h.finalize())
+    } else if cfg.algorithm == "hmac-sha256" {
+        let mut mac = secret.hmac(MacAlg::Sha256);
+        feed_pairs(obj, field, exclude, secret.bytes(), |b| mac.update(b));
+        mac.finish()
     } else {
         let mut h = Md5::new();
-        feed_pairs(obj, &cfg.field, &cfg.exclude, secret, |b| h.update(b));
-        upper_hex(&h.finalize())
+        feed_pairs(obj, field, exclude, secret.bytes(), |b| h.update(b));
+        Tag::of(&h.finalize())
     }
 }
 
-/// The `values` signature: MD5(secret ‖ values in name order), upper-case hex.
-pub fn sign_values(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
-    let mut h = Md5::new();
-    h.update(secret.as_bytes());
-    for (_, v) in signed_fields(obj, &cfg.field, &cfg.exclude) {
-        if let Some(value) = signed_value(v) {
-            h.update(value.as_bytes());
-        }
-    }
-    upper_hex(&h.finalize())
+/// The signature a client puts in the body, upper-case hex.
+pub fn sign(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> String {
+    super::hex(digest(obj, cfg, secret).as_bytes(), true)
 }
 
-pub fn sign(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &str) -> String {
-    if cfg.variant == "values" {
-        sign_values(obj, cfg, secret)
-    } else {
-        sign_pairs(obj, cfg, secret)
+/// Whether `given` (hex, either case) is the body's signature under `secret`, compared as bytes
+/// in constant time.
+pub fn matches(
+    obj: &Map<String, Value>,
+    cfg: &ChecksumConfig,
+    secret: &Secret,
+    given: &str,
+) -> bool {
+    let tag = digest(obj, cfg, secret);
+    let mut buf = [0u8; 64];
+    match super::decode_hex(given, &mut buf[..tag.as_bytes().len()]) {
+        Some(given) => constant_time_eq(given, tag.as_bytes()),
+        None => false,
     }
 }
 
@@ -157,7 +174,7 @@ impl ChecksumScheme {
             )));
         };
         let given = match obj.get(field) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_uppercase(),
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim(),
             Some(_) => {
                 return Err(AuthError::Malformed(
                     "signature field",
@@ -204,15 +221,10 @@ impl ChecksumScheme {
         let client = clients
             .iter()
             .filter_map(|(id, key)| match key {
-                ClientKey::Secret(s) => Some((id, String::from_utf8_lossy(s).into_owned())),
+                ClientKey::Secret(s) => Some((id, s)),
                 ClientKey::Ed25519(_) | ClientKey::Rsa(_) => None,
             })
-            .find(|(_, secret)| {
-                constant_time_eq(
-                    sign(&obj, &self.config, secret).as_bytes(),
-                    given.as_bytes(),
-                )
-            })
+            .find(|(_, secret)| matches(&obj, &self.config, secret, given))
             .map(|(id, _)| id.clone())
             .ok_or(AuthError::BadSignature)?;
         let key = format!("{client}\n{nonce}");
@@ -235,6 +247,14 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    fn sign_with(o: &Map<String, Value>, c: &ChecksumConfig, key: &str) -> String {
+        let secret = Secret::new(key.as_bytes());
+        let sig = sign(o, c, &secret);
+        assert!(matches(o, c, &secret, &sig.to_lowercase()), "either case");
+        assert!(!matches(o, c, &secret, &sig[2..]), "a short signature");
+        sig
+    }
+
     fn cfg(variant: &str, algorithm: &str) -> ChecksumConfig {
         ChecksumConfig {
             variant: variant.into(),
@@ -253,11 +273,11 @@ mod tests {
             "appid=wxd930ea5d5a258f4f&body=test&device_info=1000&mch_id=10000100&nonce_str=ibuaiVcKdpRxkhJA&key=192006250b4c09247ec02edce69f6a2d"
         );
         assert_eq!(
-            sign_pairs(&params, &cfg("pairs", "md5"), key),
+            sign_with(&params, &cfg("pairs", "md5"), key),
             "9A0A8659F005D6984697E2CA0A9CF3B7"
         );
         assert_eq!(
-            sign_pairs(&params, &cfg("pairs", "hmac-sha256"), key),
+            sign_with(&params, &cfg("pairs", "hmac-sha256"), key),
             "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
         );
     }
@@ -272,7 +292,7 @@ mod tests {
             "body=测试商品&nonce_str=5K8264ILTKCH16CQ&out_trade_no=20240101000001&total_fee=1&key=192006250b4c09247ec02edce69f6a2d"
         );
         assert_eq!(
-            sign_pairs(&params, &cfg("pairs", "md5"), key),
+            sign_with(&params, &cfg("pairs", "md5"), key),
             "7665EAD9FF799F43D296CBE1B3253024"
         );
     }
@@ -286,19 +306,19 @@ mod tests {
         let user =
             obj(json!({"name": "ryo", "password": "1234", "address": "china", "checksum": null}));
         assert_eq!(
-            sign_values(&user, &c, ""),
+            sign_with(&user, &c, ""),
             "5A2A21025E5232FBFD8BFB2A08DE2A01",
             "D1, no salt"
         );
         assert_eq!(
-            sign_values(&user, &c, "salt"),
+            sign_with(&user, &c, "salt"),
             "E8C8989E950B36A60E2DC9655C22378D",
             "D2, salt prepended"
         );
         let no_name =
             obj(json!({"name": null, "password": "1234", "address": "china", "checksum": null}));
         assert_eq!(
-            sign_values(&no_name, &c, ""),
+            sign_with(&no_name, &c, ""),
             "81DC9BDB52D04DC20036DBD8313ED055",
             "D4"
         );

@@ -9,6 +9,7 @@
 //! `expires` is honoured, and a `nonce` is accepted once.
 
 use super::replay::ReplayCache;
+use super::secret::{MacAlg, Secret};
 use super::{
     AuthError, Authenticated, ClientKey, Clients, RequestParts, constant_time_eq, replay_error,
 };
@@ -308,8 +309,8 @@ pub fn verify_signature(
             .or_else(|_| key.pss_verify::<sha2::Sha512>(base, signature))
             .map_err(|_| AuthError::BadSignature),
         (ClientKey::Secret(secret), None | Some("hmac-sha256")) => {
-            let expected = super::mg::mac::<hmac::Hmac<sha2::Sha256>>(secret, base);
-            if constant_time_eq(&expected, signature) {
+            let expected = secret.mac(MacAlg::Sha256, &[base]);
+            if constant_time_eq(expected.as_bytes(), signature) {
                 Ok(())
             } else {
                 Err(AuthError::BadSignature)
@@ -425,7 +426,7 @@ impl HttpSigScheme {
 /// Key material to sign with.
 pub enum SigningKey {
     Ed25519(ed25519_dalek::SigningKey),
-    Hmac(Vec<u8>),
+    Hmac(Secret),
     /// RSA with PKCS#1 v1.5 over SHA-256 (`rsa-v1_5-sha256`, eBay's default).
     Rsa(Box<rsa::PrivateKey>),
 }
@@ -479,9 +480,10 @@ pub fn sign(
             use ed25519_dalek::Signer;
             sk.sign(base.as_bytes()).to_bytes().to_vec()
         }
-        SigningKey::Hmac(secret) => {
-            super::mg::mac::<hmac::Hmac<sha2::Sha256>>(secret, base.as_bytes())
-        }
+        SigningKey::Hmac(secret) => secret
+            .mac(MacAlg::Sha256, &[base.as_bytes()])
+            .as_bytes()
+            .to_vec(),
         SigningKey::Rsa(k) => k
             .pkcs1v15_sign::<sha2::Sha256>(base.as_bytes())
             .map_err(|e| malformed("RSA key", e.to_string()))?,

@@ -23,6 +23,18 @@ pub fn md5_signature(
     )
 }
 
+/// Whether `given` (16 bytes) is the signature of the request under `secret`, in constant time.
+pub fn md5_matches(
+    method: &str,
+    path: &str,
+    timestamp: &str,
+    body: &[u8],
+    secret: &[u8],
+    given: &[u8],
+) -> bool {
+    constant_time_eq(given, &digest(method, path, timestamp, body, secret))
+}
+
 fn digest(method: &str, path: &str, timestamp: &str, body: &[u8], secret: &[u8]) -> [u8; 16] {
     let mut h = Md5::new();
     if method.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -73,7 +85,8 @@ impl Md5Scheme {
         let timestamp = timestamp.ok_or(AuthError::MissingHeader("X-Timestamp"))?;
         let signature = signature.ok_or(AuthError::MissingHeader("X-Signature"))?;
         let ts = parse_ms(timestamp)?;
-        let given = decode_hex16(signature).ok_or(AuthError::Malformed(
+        let mut given = [0u8; 16];
+        let given = super::decode_hex(signature, &mut given).ok_or(AuthError::Malformed(
             "X-Signature",
             "expected 32 hex digits (MD5)".into(),
         ))?;
@@ -86,31 +99,22 @@ impl Md5Scheme {
                 ClientKey::Ed25519(_) | ClientKey::Rsa(_) => None,
             })
             .find(|(_, secret)| {
-                let expected = digest(req.method, req.path, timestamp, req.body, secret);
-                constant_time_eq(&given, &expected)
+                md5_matches(
+                    req.method,
+                    req.path,
+                    timestamp,
+                    req.body,
+                    secret.bytes(),
+                    given,
+                )
             })
             .map(|(id, _)| id.clone())
             .ok_or(AuthError::BadSignature)?;
         self.replay
-            .insert(&given, now_ms, 2 * self.max_skew_ms)
+            .insert(given, now_ms, 2 * self.max_skew_ms)
             .map_err(replay_error)?;
         Ok(Authenticated::client(client))
     }
-}
-
-/// 32 hex digits (either case) to 16 bytes.
-fn decode_hex16(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in b.chunks(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -120,7 +124,10 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn clients() -> Clients {
-        vec![("default".to_string(), ClientKey::Secret(b"s3cret".to_vec()))]
+        vec![(
+            "default".to_string(),
+            ClientKey::Secret(crate::auth::Secret::new(b"s3cret".to_vec())),
+        )]
     }
 
     fn verify(

@@ -8,6 +8,7 @@
 //! stale and corrupted requests, not against someone who can rewrite headers.
 
 use super::replay::ReplayCache;
+use super::secret::{MacAlg, Secret, Tag};
 use super::{
     AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
     parse_ms, replay_error,
@@ -15,7 +16,6 @@ use super::{
 use crate::config::HmacConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 
 /// The `x-mg-alg` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,32 +44,38 @@ impl MgAlg {
             MgAlg::HmacSha512 => "3",
         }
     }
-}
-
-/// HMAC of `msg` under `key` (HMAC accepts keys of any length; an empty result never matches).
-pub fn mac<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
+    fn mac(self) -> MacAlg {
+        match self {
+            MgAlg::HmacMd5 => MacAlg::Md5,
+            MgAlg::HmacSha1 => MacAlg::Sha1,
+            MgAlg::HmacSha256 => MacAlg::Sha256,
+            MgAlg::HmacSha512 => MacAlg::Sha512,
         }
-        Err(_) => Vec::new(),
     }
 }
 
+/// `HMAC_alg(secretKey, nonce + secretId + secretKey)`, from the secret's cached key state.
+fn mg_tag(alg: MgAlg, secret_id: &str, secret: &Secret, nonce: &str) -> Tag {
+    secret.mac(
+        alg.mac(),
+        &[nonce.as_bytes(), secret_id.as_bytes(), secret.bytes()],
+    )
+}
+
 /// `Base64(HMAC_alg(secretKey, nonce + secretId + secretKey))`; the key is the secret's bytes.
-pub fn mg_sign(alg: MgAlg, secret_id: &str, secret_key: &[u8], nonce: &str) -> String {
-    let mut msg = Vec::with_capacity(nonce.len() + secret_id.len() + secret_key.len());
-    msg.extend_from_slice(nonce.as_bytes());
-    msg.extend_from_slice(secret_id.as_bytes());
-    msg.extend_from_slice(secret_key);
-    let raw = match alg {
-        MgAlg::HmacMd5 => mac::<Hmac<md5::Md5>>(secret_key, &msg),
-        MgAlg::HmacSha1 => mac::<Hmac<sha1::Sha1>>(secret_key, &msg),
-        MgAlg::HmacSha256 => mac::<Hmac<sha2::Sha256>>(secret_key, &msg),
-        MgAlg::HmacSha512 => mac::<Hmac<sha2::Sha512>>(secret_key, &msg),
-    };
-    B64.encode(raw)
+pub fn mg_sign(alg: MgAlg, secret_id: &str, secret: &Secret, nonce: &str) -> String {
+    B64.encode(mg_tag(alg, secret_id, secret, nonce).as_bytes())
+}
+
+/// Whether `sign` is the request's signature, compared in constant time as base64 encoded on the
+/// stack (88 characters hold the longest, HMAC-SHA512).
+pub fn mg_matches(alg: MgAlg, secret_id: &str, secret: &Secret, nonce: &str, sign: &str) -> bool {
+    let mut buf = [0u8; 88];
+    let tag = mg_tag(alg, secret_id, secret, nonce);
+    match B64.encode_slice(tag.as_bytes(), &mut buf) {
+        Ok(n) => constant_time_eq(sign.as_bytes(), &buf[..n]),
+        Err(_) => false,
+    }
 }
 
 /// Nonces are kept this long when no timestamp bounds them (and at most `replay::CAPACITY`).
@@ -152,8 +158,7 @@ impl MgScheme {
         if let Some(d) = digest {
             super::digest::verify(d, req.body)?;
         }
-        let expected = mg_sign(alg, secret_id, secret, nonce);
-        if !constant_time_eq(sign.as_bytes(), expected.as_bytes()) {
+        if !mg_matches(alg, secret_id, secret, nonce, sign) {
             return Err(AuthError::BadSignature);
         }
         // with a timestamp the nonce need only outlive the window; without, it is kept long
@@ -225,7 +230,7 @@ mod tests {
         ];
         for ((id, key, nonce), alg, expected) in cases {
             assert_eq!(
-                mg_sign(alg, id, key.as_bytes(), nonce),
+                mg_sign(alg, id, &Secret::new(key.as_bytes()), nonce),
                 expected,
                 "{id} {alg:?}"
             );

@@ -9,13 +9,15 @@ pub mod md5;
 pub mod mg;
 pub mod outgoing;
 pub mod replay;
+pub mod secret;
 
 use crate::config::AuthConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt;
 
-pub use md5::md5_signature;
+pub use md5::{md5_matches, md5_signature};
+pub use secret::Secret;
 
 /// Hex of `bytes`, lower- or upper-case, through a table: signatures are checked on every
 /// request, and a `format!` per byte was most of what the MD5 scheme cost.
@@ -33,11 +35,26 @@ pub fn hex(bytes: &[u8], upper: bool) -> String {
     out
 }
 
+/// Hex digits (either case) into `out`, which they must fill exactly: a signature is compared as
+/// bytes, with nothing allocated for it.
+pub fn decode_hex<'o>(s: &str, out: &'o mut [u8]) -> Option<&'o [u8]> {
+    let b = s.as_bytes();
+    if b.len() != 2 * out.len() {
+        return None;
+    }
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        *o = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
 /// A client's key material.
 #[derive(Clone)]
 pub enum ClientKey {
     /// A shared secret (md5, hmac, httpsig hmac-sha256, checksum).
-    Secret(Vec<u8>),
+    Secret(Secret),
     /// An Ed25519 public key (httpsig ed25519).
     Ed25519(ed25519_dalek::VerifyingKey),
     /// An RSA public key of at least 2048 bits (httpsig rsa-v1_5-sha256, rsa-pss-sha512).
@@ -335,7 +352,7 @@ pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
     if !config.app_secret.is_empty() {
         out.push((
             DEFAULT_CLIENT.to_string(),
-            ClientKey::Secret(config.app_secret.as_bytes().to_vec()),
+            ClientKey::Secret(Secret::new(config.app_secret.as_bytes())),
         ));
     }
     for (id, c) in &config.clients {
@@ -350,12 +367,12 @@ pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
             ));
         }
         let key = if !c.secret.is_empty() {
-            ClientKey::Secret(c.secret.as_bytes().to_vec())
+            ClientKey::Secret(Secret::new(c.secret.as_bytes()))
         } else if !c.secret_base64.is_empty() {
             let bytes = B64
                 .decode(c.secret_base64.trim())
                 .map_err(|_| format!("client {id:?}: secret_base64 is not base64"))?;
-            ClientKey::Secret(bytes)
+            ClientKey::Secret(Secret::new(bytes))
         } else {
             parse_public_key(&c.public_key)
                 .map_err(|e| format!("client {id:?}: public_key: {e}"))?

@@ -83,7 +83,12 @@ impl Signer {
                 headers.push(("x-mg-nonce".into(), nonce.clone()));
                 headers.push((
                     "x-mg-sign".into(),
-                    mg_sign(alg, &self.key_id, secret.as_bytes(), &nonce),
+                    mg_sign(
+                        alg,
+                        &self.key_id,
+                        &super::Secret::new(secret.as_bytes()),
+                        &nonce,
+                    ),
                 ));
                 headers.push(("X-Timestamp".into(), timestamp));
                 if let Some(d) = super::digest::content_digest("sha-256", &body) {
@@ -92,7 +97,7 @@ impl Signer {
             }
             Scheme::HttpSig => {
                 let key = match &self.key {
-                    OutKey::Secret(s) => SigningKey::Hmac(s.as_bytes().to_vec()),
+                    OutKey::Secret(s) => SigningKey::Hmac(super::Secret::new(s.as_bytes())),
                     OutKey::Ed25519(k) => SigningKey::Ed25519(k.clone()),
                     OutKey::Rsa(k) => SigningKey::Rsa(k.clone()),
                 };
@@ -130,7 +135,7 @@ impl Signer {
                 headers.push(("Signature".into(), sig));
             }
             Scheme::Checksum => {
-                let secret = self.secret()?.to_string();
+                let secret = super::Secret::new(self.secret()?.as_bytes());
                 let mut obj = match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(o)) => o,
                     _ => return Err("the checksum scheme signs a JSON object body".into()),
