@@ -514,10 +514,18 @@ fn zero_latency(secs: f64) {
         }
     }
     let hwm = rss_kb(child.id(), "VmHWM:").unwrap_or(0);
+    let mb = |field: &str| rss_kb(child.id(), field).unwrap_or(0) as f64 / 1024.0;
     println!(
-        "proxy RSS: {:.1} MB at the end of the 64-client run, peak (VmHWM) {:.1} MB",
+        "proxy RSS: {:.1} MB at the end of the 64-client run, peak (VmHWM) {:.1} MB, target 8 MB",
         peak_rss as f64 / 1024.0,
         hwm as f64 / 1024.0
+    );
+    println!(
+        "           now {:.1} MB: {:.1} MB anonymous (heap, stacks), {:.1} MB of mapped files (the exe, libc), {} threads",
+        mb("VmRSS:"),
+        mb("RssAnon:"),
+        mb("RssFile:"),
+        rss_kb(child.id(), "Threads:").unwrap_or(0)
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -8,6 +8,7 @@ pub mod customs;
 pub mod http;
 pub mod logging;
 pub mod mask;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod shutdown;

@@ -4,6 +4,7 @@
 use chinaport_proxy::cli::{self, Command};
 use chinaport_proxy::http::{self, App, HttpServer};
 use chinaport_proxy::mask;
+use chinaport_proxy::memory;
 use chinaport_proxy::outbound::TlsTrust;
 use chinaport_proxy::shutdown::{self, join_within};
 use chinaport_proxy::ukey::Ukey;
@@ -30,7 +31,10 @@ fn main() -> ExitCode {
             config,
             simulate,
             card,
-        }) => run(config, simulate.then_some(card)),
+        }) => {
+            memory::without_thread_cache();
+            run(config, simulate.then_some(card))
+        }
         Ok(Command::CheckConfig { config }) => cli::check_config::run(config),
         Ok(Command::Sign(args)) => cli::sign::run(&args),
         Ok(Command::Simulate {
@@ -38,7 +42,10 @@ fn main() -> ExitCode {
             listen,
             faults,
             card,
-        }) => cli::simulate::run_only(config, listen, &faults, &card),
+        }) => {
+            memory::without_thread_cache();
+            cli::simulate::run_only(config, listen, &faults, &card)
+        }
         Err(e) => Err(e),
     };
     match outcome {

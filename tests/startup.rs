@@ -165,3 +165,47 @@ fn log_file_is_written_and_startup_errors_reach_it() {
     );
     assert!(!text.contains("panicked"));
 }
+
+/// The variables the proxy runs with, as Linux shows them for the process.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn environment_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_server_runs_without_glibcs_thread_cache_unless_the_operator_said_otherwise() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), serde_json::json!({}));
+    // the same process, executed again with the cache off, and serving
+    let env = environment_of(proxy.pid());
+    assert!(
+        env.iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+        "{env:?}"
+    );
+    proxy.wait_healthy();
+    assert_eq!(
+        proxy
+            .post("/rpc", r#"{"_method":"cus-sec_SpcGetCertNo"}"#)
+            .status,
+        200
+    );
+
+    let own = "glibc.malloc.arena_max=2";
+    let mine = Proxy::start_with_env(
+        TempDir::new("tunables"),
+        &Proxy::base_config(&sim.url()),
+        &[("GLIBC_TUNABLES", own)],
+    );
+    let env = environment_of(mine.pid());
+    assert!(
+        env.iter().any(|v| *v == format!("GLIBC_TUNABLES={own}")),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|v| v.contains("tcache_count")), "{env:?}");
+}

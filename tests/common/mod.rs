@@ -131,12 +131,19 @@ impl Proxy {
 
     /// Starts the proxy with its configuration (and so its state files) in `dir`.
     pub fn start_in(dir: TempDir, config: &Value) -> Proxy {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// `start_in`, with these environment variables set for the proxy.
+    pub fn start_with_env(dir: TempDir, config: &Value, env: &[(&str, &str)]) -> Proxy {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
             .arg("-config")
             .arg(&path)
             .env_remove("RUST_LOG")
+            .env_remove("GLIBC_TUNABLES")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
