@@ -1,17 +1,18 @@
-//! One WebSocket connection to the UKey client software, and the helper thread that tells the
-//! owner when the socket has something to read.
+//! One WebSocket connection to the UKey client software, and the reader thread that takes the
+//! card's bytes off the socket.
 //!
-//! Why a helper: the owner thread must react to two things at once, jobs from HTTP workers and
+//! Why a reader: the owner thread must react to two things at once, jobs from HTTP workers and
 //! frames from the card. A blocking `read()` with a read timeout would make every job wait for
-//! that timeout before it is written (and on Windows a timed-out socket is left in an undefined
-//! state). Instead the socket stays blocking and a helper blocks in `peek()` on a clone of it;
-//! when bytes arrive it sends `Readiness::Readable` and waits for the owner's go-ahead, so the
-//! owner `select!`s on jobs and readability and never polls. While draining, the owner switches
-//! the socket to non-blocking (the flag is shared by the clone, which is why the helper must be
-//! parked then) and back.
+//! that timeout before it is written, and on Windows a timed-out socket is left in an undefined
+//! state. So the socket stays blocking, and a reader thread blocks in `read()` on a clone of it
+//! and hands every chunk it reads to the owner over a channel. The owner `select!`s on jobs and
+//! chunks, never polls, and runs the WebSocket on a stream (`Wire`) whose reads come from those
+//! chunks and whose writes go straight to the socket. Per reply that is one `recv` and one
+//! hand-off; an earlier helper that only `peek()`ed cost two hand-offs, two `ioctl`s and a
+//! `recv` that found nothing, per reply.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use tungstenite::protocol::WebSocket;
@@ -22,13 +23,62 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use crate::config::Endpoint;
 
-/// What the readiness helper reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
-    /// Bytes are waiting; the helper is parked until `Conn::drain` has run.
-    Readable,
-    /// The peer closed or the socket failed; the helper has exited.
-    Closed,
+/// What the reader thread hands over.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Bytes as the socket gave them; frames may begin in one chunk and end in the next.
+    Bytes(Vec<u8>),
+    /// The peer closed or the socket failed (why); the reader has exited.
+    Closed(String),
+}
+
+/// How many chunks may wait for the owner before the reader waits too (a bound on memory when
+/// the card floods the socket).
+const CHUNKS_QUEUED: usize = 16;
+/// The most one `read` takes off the socket.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The stream the WebSocket runs on. During the handshake it reads the socket itself; after
+/// it, only the bytes the reader thread delivered (`feed`), and `WouldBlock` once those are
+/// used up, which tungstenite takes as "no more now". Writes always go straight to the socket.
+struct Wire {
+    tcp: TcpStream,
+    fed: Option<Fed>,
+}
+
+#[derive(Default)]
+struct Fed {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(fed) = &mut self.fed else {
+            return self.tcp.read(buf);
+        };
+        let left = &fed.bytes[fed.at..];
+        if left.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = left.len().min(buf.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        fed.at += n;
+        if fed.at == fed.bytes.len() {
+            fed.bytes.clear();
+            fed.at = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 /// Why a connection failed or ended.
@@ -67,12 +117,11 @@ impl From<tungstenite::Error> for ConnError {
     }
 }
 
-/// An open connection: the WebSocket, a raw handle to shut it down, and the helper's channels.
+/// An open connection: the WebSocket, a raw handle to shut it down, and the reader's channel.
 pub struct Conn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Wire>,
     raw: TcpStream,
-    pub readiness: Receiver<Readiness>,
-    go_on: Sender<()>,
+    pub incoming: Receiver<Incoming>,
 }
 
 impl Conn {
@@ -104,25 +153,24 @@ impl Conn {
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(ConnError::Io)?;
-        let (ws, _response) = tungstenite::client::client(ep.url.as_str(), stream)
-            .map_err(|e| ConnError::Handshake(handshake_reason(e)))?;
-        ws.get_ref().set_read_timeout(None).map_err(ConnError::Io)?;
-        let raw = ws.get_ref().try_clone().map_err(ConnError::Io)?;
-        let helper_stream = raw.try_clone().map_err(ConnError::Io)?;
-        let (ready_tx, readiness) = bounded(1);
-        let (go_on, go_rx) = bounded(1);
-        let mut conn = Conn {
-            ws,
-            raw,
-            readiness,
-            go_on,
+        let raw = stream.try_clone().map_err(ConnError::Io)?;
+        let reader_stream = raw.try_clone().map_err(ConnError::Io)?;
+        let wire = Wire {
+            tcp: stream,
+            fed: None,
         };
-        // The handshake may have read the greeting into tungstenite's buffer already, where
-        // peek() cannot see it: drain before the helper starts.
-        let early = conn.drain_frames()?;
+        let (mut ws, _response) = tungstenite::client::client(ep.url.as_str(), wire)
+            .map_err(|e| ConnError::Handshake(handshake_reason(e)))?;
+        raw.set_read_timeout(None).map_err(ConnError::Io)?;
+        // From here on only the reader reads the socket. Frames that came with the handshake
+        // (the greeting) are in tungstenite's buffer already, and are read before it starts.
+        ws.get_mut().fed = Some(Fed::default());
+        let (chunks, incoming) = bounded(CHUNKS_QUEUED);
+        let mut conn = Conn { ws, raw, incoming };
+        let early = conn.frames()?;
         std::thread::Builder::new()
-            .name("ukey-readiness".into())
-            .spawn(move || readiness_helper(helper_stream, ready_tx, go_rx))
+            .name("ukey-reader".into())
+            .spawn(move || reader(reader_stream, chunks))
             .map_err(ConnError::Io)?;
         Ok((conn, early))
     }
@@ -133,22 +181,23 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads every complete frame available now, then lets the helper watch the socket again.
-    /// Call after `Readiness::Readable`.
-    pub fn drain(&mut self) -> Result<Vec<String>, ConnError> {
-        let frames = self.drain_frames()?;
-        // The helper may have exited meanwhile; its `Closed` is still in the channel.
-        let _ = self.go_on.try_send(());
-        Ok(frames)
+    /// The complete frames in `chunk` and what came before it; a frame cut at the chunk's end
+    /// waits for the next one.
+    pub fn frames_in(&mut self, chunk: Vec<u8>) -> Result<Vec<String>, ConnError> {
+        if let Some(fed) = &mut self.ws.get_mut().fed {
+            if fed.bytes.is_empty() {
+                fed.bytes = chunk;
+            } else {
+                fed.bytes.extend_from_slice(&chunk);
+            }
+        }
+        self.frames()
     }
 
-    fn drain_frames(&mut self) -> Result<Vec<String>, ConnError> {
-        self.ws
-            .get_ref()
-            .set_nonblocking(true)
-            .map_err(ConnError::Io)?;
+    /// Every complete frame the WebSocket can read now.
+    fn frames(&mut self) -> Result<Vec<String>, ConnError> {
         let mut frames = Vec::new();
-        let outcome = loop {
+        loop {
             match self.ws.read() {
                 Ok(Message::Text(t)) => frames.push(t.as_str().to_owned()),
                 Ok(Message::Binary(b)) => match String::from_utf8(b.to_vec()) {
@@ -159,31 +208,19 @@ impl Conn {
                     let why = frame
                         .map(|f| f.to_string())
                         .unwrap_or_else(|| "close".into());
-                    break Err(ConnError::Closed(why));
+                    return Err(ConnError::Closed(why));
                 }
                 Ok(_) => {} // ping/pong are answered by tungstenite
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    break Ok(());
+                    return Ok(frames);
                 }
-                Err(e) => break Err(ConnError::from(e)),
+                Err(e) => return Err(ConnError::from(e)),
             }
-        };
-        outcome?;
-        self.ws
-            .get_ref()
-            .set_nonblocking(false)
-            .map_err(ConnError::Io)?;
-        // a pong queued while non-blocking goes out now
-        match self.ws.flush() {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
         }
-        Ok(frames)
     }
 
     /// Sends a close frame (best effort, bounded by the write timeout) and shuts the socket, which
-    /// also ends the helper.
+    /// also ends the reader.
     pub fn close(mut self) {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
@@ -196,37 +233,67 @@ impl Conn {
     }
 }
 
-fn handshake_reason(
-    e: tungstenite::HandshakeError<tungstenite::ClientHandshake<TcpStream>>,
-) -> String {
+fn handshake_reason(e: tungstenite::HandshakeError<tungstenite::ClientHandshake<Wire>>) -> String {
     match e {
         tungstenite::HandshakeError::Failure(e) => e.to_string(),
         tungstenite::HandshakeError::Interrupted(_) => "timed out".into(),
     }
 }
 
-/// Blocks in `peek()` and reports readability; after each `Readable` it waits for the owner to
-/// finish draining (the owner toggles the shared non-blocking flag meanwhile).
-fn readiness_helper(stream: TcpStream, ready: Sender<Readiness>, go_on: Receiver<()>) {
-    let mut byte = [0u8; 1];
-    loop {
-        match stream.peek(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => {
-                if ready.send(Readiness::Readable).is_err() || go_on.recv().is_err() {
+/// Reads the socket until it ends and hands over every chunk; ends when the owner is gone.
+fn reader(mut stream: TcpStream, chunks: Sender<Incoming>) {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let why = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break "closed by the UKey side".to_string(),
+            Ok(n) => {
+                if chunks.send(Incoming::Bytes(buf[..n].to_vec())).is_err() {
                     return; // the owner is gone
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(e) => break e.to_string(),
         }
-    }
-    let _ = ready.send(Readiness::Closed);
+    };
+    let _ = chunks.send(Incoming::Closed(why));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame several times the reader's chunk arrives whole, and so does the frame after it
+    /// in the same chunk.
+    #[test]
+    fn frames_cut_across_chunks_arrive_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big = "x".repeat(6 * CHUNK_BYTES + 123);
+        let sent = big.clone();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut ws = tungstenite::accept(tcp).unwrap();
+            ws.send(Message::text(sent)).unwrap();
+            ws.send(Message::text("after")).unwrap();
+            let _ = ws.read(); // until the client closes
+        });
+        let ep = Endpoint::parse(&format!("ws://{addr}")).unwrap();
+        let (mut conn, mut frames) = Conn::open(&ep, Duration::from_secs(5)).unwrap();
+        let mut chunks = 0;
+        while frames.len() < 2 {
+            match conn.incoming.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Incoming::Bytes(b) => {
+                    chunks += 1;
+                    frames.extend(conn.frames_in(b).unwrap());
+                }
+                Incoming::Closed(why) => panic!("closed: {why}"),
+            }
+        }
+        assert_eq!(frames, vec![big, "after".to_string()]);
+        assert!(chunks > 1, "{chunks} chunks");
+        conn.close();
+        server.join().unwrap();
+    }
 
     #[test]
     fn parses_endpoints() {

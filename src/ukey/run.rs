@@ -1,9 +1,9 @@
 //! The UKey thread's main loop: one loop over two explicit states, `Disconnected` (waiting out
 //! the backoff, answering every call 503 at once) and `Connected` (a session with calls in flight),
 //! each event handled by a small function. Nothing here sleeps: every wait is a `select!` on
-//! jobs, socket readiness and the nearest deadline.
+//! jobs, the card's bytes (from the reader thread, `conn.rs`) and the nearest deadline.
 
-use super::conn::{Conn, ConnError, Endpoint, Readiness};
+use super::conn::{Conn, ConnError, Endpoint, Incoming};
 use super::expiry::{self, ExpiryWatch, Notice};
 use super::lockout::{self, Lockout};
 use super::restart::{self, Restarter};
@@ -281,7 +281,7 @@ impl Runner {
     }
 
     fn session_loop(&mut self, s: &mut Session) -> SessionEnd {
-        let readiness = s.conn.readiness.clone();
+        let incoming = s.conn.incoming.clone();
         loop {
             if let Err(end) = self.on_tick(s) {
                 return end;
@@ -295,9 +295,10 @@ impl Runner {
                     Ok(Command::Call(job)) => self.on_job(s, job),
                     Ok(Command::Shutdown) | Err(_) => Err(SessionEnd::Shutdown),
                 },
-                recv(readiness) -> r => match r {
-                    Ok(Readiness::Readable) => self.on_readable(s),
-                    Ok(Readiness::Closed) | Err(_) => Err(SessionEnd::Lost("socket closed".into())),
+                recv(incoming) -> r => match r {
+                    Ok(Incoming::Bytes(chunk)) => self.on_bytes(s, chunk),
+                    Ok(Incoming::Closed(why)) => Err(SessionEnd::Lost(format!("socket closed: {why}"))),
+                    Err(_) => Err(SessionEnd::Lost("socket closed".into())),
                 },
                 default(wait) => Ok(()),
             };
@@ -418,10 +419,10 @@ impl Runner {
         json!({"_method": method, "_id": id, "args": Value::Object(args)}).to_string()
     }
 
-    fn on_readable(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
+    fn on_bytes(&mut self, s: &mut Session, chunk: Vec<u8>) -> Result<(), SessionEnd> {
         let frames = s
             .conn
-            .drain()
+            .frames_in(chunk)
             .map_err(|e| SessionEnd::Lost(e.to_string()))?;
         for frame in frames {
             if let Some(end) = self.on_frame(s, &frame) {
