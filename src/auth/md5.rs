@@ -15,10 +15,10 @@ pub fn md5_signature(
     path: &str,
     timestamp: &str,
     body: &[u8],
-    secret: &str,
+    secret: impl AsRef<[u8]>,
 ) -> String {
     super::hex(
-        &digest(method, path, timestamp, body, secret.as_bytes()),
+        &digest(method, path, timestamp, body, secret.as_ref()),
         false,
     )
 }

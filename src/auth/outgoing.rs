@@ -1,15 +1,15 @@
 //! Signing outgoing calls with any of the schemes: webhooks (so receivers verify them with the code
 //! they already have) and the `sign` command (for ERP developers testing by hand).
 
-use super::Scheme;
 use super::httpsig::{self, SigningKey};
 use super::mg::{MgAlg, mg_sign};
+use super::{Scheme, Secret};
 use crate::config::ChecksumConfig;
 use serde_json::Value;
 
 /// Key material for signing.
 pub enum OutKey {
-    Secret(String),
+    Secret(Secret),
     Ed25519(ed25519_dalek::SigningKey),
     /// An RSA private key (httpsig rsa-v1_5-sha256).
     Rsa(Box<rsa::PrivateKey>),
@@ -47,7 +47,7 @@ fn split_url(url: &str) -> Result<(&str, &str, &str, &str), String> {
 }
 
 impl Signer {
-    fn secret(&self) -> Result<&str, String> {
+    fn secret(&self) -> Result<&Secret, String> {
         match &self.key {
             OutKey::Secret(s) => Ok(s),
             OutKey::Ed25519(_) | OutKey::Rsa(_) => Err(format!(
@@ -83,12 +83,7 @@ impl Signer {
                 headers.push(("x-mg-nonce".into(), nonce.clone()));
                 headers.push((
                     "x-mg-sign".into(),
-                    mg_sign(
-                        alg,
-                        &self.key_id,
-                        &super::Secret::new(secret.as_bytes()),
-                        &nonce,
-                    ),
+                    mg_sign(alg, &self.key_id, secret, &nonce),
                 ));
                 headers.push(("X-Timestamp".into(), timestamp));
                 if let Some(d) = super::digest::content_digest("sha-256", &body) {
@@ -97,7 +92,7 @@ impl Signer {
             }
             Scheme::HttpSig => {
                 let key = match &self.key {
-                    OutKey::Secret(s) => SigningKey::Hmac(super::Secret::new(s.as_bytes())),
+                    OutKey::Secret(s) => SigningKey::Hmac(s.clone()),
                     OutKey::Ed25519(k) => SigningKey::Ed25519(k.clone()),
                     OutKey::Rsa(k) => SigningKey::Rsa(k.clone()),
                 };
@@ -135,7 +130,7 @@ impl Signer {
                 headers.push(("Signature".into(), sig));
             }
             Scheme::Checksum => {
-                let secret = super::Secret::new(self.secret()?.as_bytes());
+                let secret = self.secret()?;
                 let mut obj = match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(o)) => o,
                     _ => return Err("the checksum scheme signs a JSON object body".into()),
@@ -143,7 +138,7 @@ impl Signer {
                 obj.insert(self.checksum.timestamp_field.clone(), Value::from(now_ms));
                 obj.insert(self.checksum.nonce_field.clone(), Value::from(nonce));
                 obj.remove(&self.checksum.field);
-                let sig = super::checksum::sign(&obj, &self.checksum, &secret);
+                let sig = super::checksum::sign(&obj, &self.checksum, secret);
                 obj.insert(self.checksum.field.clone(), Value::from(sig));
                 body = Value::Object(obj).to_string().into_bytes();
             }
@@ -205,7 +200,7 @@ mod tests {
             let auth = Authenticator::from_config(&config).unwrap().unwrap();
             let signer = Signer {
                 scheme,
-                key: OutKey::Secret("shared-secret".into()),
+                key: OutKey::Secret(Secret::new("shared-secret")),
                 key_id: "erp".into(),
                 checksum: ChecksumConfig::default(),
             };

@@ -87,14 +87,25 @@ impl Secret {
     }
 }
 
-/// The cached key state, computed on first use. HMAC takes keys of any length, so keying cannot
-/// fail; were it to, an empty key stands in and the MAC simply never matches the client's.
+/// The cached key state, computed on first use. HMAC takes keys of any length and `hmac` never
+/// refuses one. Were it to, the key stands in zero-padded to a block (what HMAC itself does with
+/// a key that fits one): a key anyone could know, such as all zeros, would let MACs be forged.
 fn keyed<M: Mac + KeyInit + Clone>(cell: &OnceLock<M>, key: &[u8]) -> M {
     cell.get_or_init(|| {
-        <M as KeyInit>::new_from_slice(key)
-            .unwrap_or_else(|_| <M as KeyInit>::new(&Default::default()))
+        <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
+            let mut block = hmac::digest::Key::<M>::default();
+            let n = key.len().min(block.len());
+            block[..n].copy_from_slice(&key[..n]);
+            <M as KeyInit>::new(&block)
+        })
     })
     .clone()
+}
+
+impl AsRef<[u8]> for Secret {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl fmt::Debug for Secret {

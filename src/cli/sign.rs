@@ -14,7 +14,7 @@ pub fn run(a: &SignArgs) -> Result<(), String> {
         )
     })?;
     let key = match (&a.key, &a.ed25519_key, &a.rsa_key) {
-        (Some(secret), _, _) => OutKey::Secret(secret.clone()),
+        (Some(secret), _, _) => OutKey::Secret(crate::auth::Secret::new(secret.as_bytes())),
         (None, Some(k), _) => OutKey::Ed25519(outgoing::parse_ed25519_private(&key_text(k)?)?),
         (None, None, Some(k)) => OutKey::Rsa(Box::new(outgoing::parse_rsa_private(&key_text(k)?)?)),
         (None, None, None) => return Err("sign needs --key, --ed25519-key or --rsa-key".into()),

@@ -74,7 +74,9 @@ fn signer_of(config: &crate::config::Config) -> Option<Signer> {
     };
     Some(Signer {
         scheme: crate::auth::Scheme::parse(name).unwrap_or(crate::auth::Scheme::Md5),
-        key: crate::auth::outgoing::OutKey::Secret(config.auth.app_secret.clone()),
+        key: crate::auth::outgoing::OutKey::Secret(crate::auth::Secret::new(
+            config.auth.app_secret.as_bytes(),
+        )),
         key_id: config.webhook.key_id.clone(),
         checksum: config.auth.checksum.clone(),
     })
