@@ -39,8 +39,9 @@ const CHUNKS_QUEUED: usize = 16;
 const CHUNK_BYTES: usize = 16 * 1024;
 
 /// The stream the WebSocket runs on. During the handshake it reads the socket itself; after
-/// it, only the bytes the reader thread delivered (`feed`), and `WouldBlock` once those are
-/// used up, which tungstenite takes as "no more now". Writes always go straight to the socket.
+/// it, only the bytes the reader thread delivered (`Conn::frames_in`), and `WouldBlock` once
+/// those are used up, which tungstenite takes as "no more now". Writes always go straight to the
+/// socket.
 struct Wire {
     tcp: TcpStream,
     fed: Option<Fed>,
@@ -184,12 +185,11 @@ impl Conn {
     /// The complete frames in `chunk` and what came before it; a frame cut at the chunk's end
     /// waits for the next one.
     pub fn frames_in(&mut self, chunk: Vec<u8>) -> Result<Vec<String>, ConnError> {
-        if let Some(fed) = &mut self.ws.get_mut().fed {
-            if fed.bytes.is_empty() {
-                fed.bytes = chunk;
-            } else {
-                fed.bytes.extend_from_slice(&chunk);
-            }
+        let fed = self.ws.get_mut().fed.get_or_insert_with(Fed::default);
+        if fed.bytes.is_empty() {
+            fed.bytes = chunk;
+        } else {
+            fed.bytes.extend_from_slice(&chunk);
         }
         self.frames()
     }
