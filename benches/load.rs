@@ -7,7 +7,8 @@
 //!   the physical limit. Prints card utilisation (proxy ÷ direct), p50/p99/max latency and 503s.
 //!
 //! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_MODE` = `zero`, `card` or
-//! `all` (default); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CARD_SECONDS`
+//! `all` (default); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CLIENTS` its
+//! client counts (comma-separated, default `1,16,64`), `BENCH_CARD_SECONDS`
 //! each realistic-card run's (default 15).
 
 use chinaport_proxy::simulator::{SimOptions, Simulator};
@@ -271,6 +272,20 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// The zero-latency client counts: `BENCH_CLIENTS` (comma-separated), default 1, 16 and 64.
+fn bench_clients() -> Vec<usize> {
+    let parsed: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if parsed.is_empty() {
+        vec![1, 16, 64]
+    } else {
+        parsed
+    }
+}
+
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
@@ -306,7 +321,12 @@ fn bench_simulator() -> Simulator {
 fn direct_serial(sim: &Simulator, secs: f64) -> usize {
     let tcp = TcpStream::connect(sim.addr()).expect("direct tcp");
     tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client::client(sim.url(), tcp).expect("direct websocket");
+    let (ws, _) = tungstenite::client::client_with_config(
+        sim.url(),
+        tcp,
+        Some(chinaport_proxy::ukey::conn::websocket_config()),
+    )
+    .expect("direct websocket");
     let mut ws: SharedWs = Arc::new(Mutex::new((ws, 1_000_000)));
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut n = 0;
@@ -444,7 +464,12 @@ fn zero_latency(secs: f64) {
 
     let tcp = TcpStream::connect(sim.addr()).expect("direct tcp");
     tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client::client(sim.url(), tcp).expect("direct websocket");
+    let (ws, _) = tungstenite::client::client_with_config(
+        sim.url(),
+        tcp,
+        Some(chinaport_proxy::ukey::conn::websocket_config()),
+    )
+    .expect("direct websocket");
     let ws: SharedWs = Arc::new(Mutex::new((ws, 1000)));
     // skip the greeting by doing one call
     assert!(direct_call(&mut ws.clone(), 0));
@@ -477,7 +502,7 @@ fn zero_latency(secs: f64) {
         "of shared-ws"
     );
     let mut peak_rss = 0;
-    for clients in [1usize, 16, 64] {
+    for clients in bench_clients() {
         // alternate the two sides over ROUNDS rounds and take medians: on a small machine the
         // client threads compete with what they measure, and one noisy run says little.
         // "shared-ws": N threads taking turns on one direct WebSocket (kept for comparison).

@@ -11,7 +11,7 @@ pub mod card;
 mod methods;
 
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -191,7 +191,9 @@ struct Shared {
     options: SimOptions,
     card: Card,
     faults: Arc<Faults>,
-    received: Mutex<Vec<Value>>,
+    /// The last `RECEIVED_KEPT` requests; a deque, because dropping the oldest from a full
+    /// `Vec` moved all 10,000 others on every frame.
+    received: Mutex<VecDeque<Value>>,
     accepted: AtomicUsize,
     closes: AtomicUsize,
     open: Mutex<Vec<TcpStream>>,
@@ -226,7 +228,7 @@ impl Simulator {
             options,
             card,
             faults: Arc::new(Faults::default()),
-            received: Mutex::new(Vec::new()),
+            received: Mutex::new(VecDeque::new()),
             accepted: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
             open: Mutex::new(Vec::new()),
@@ -260,7 +262,7 @@ impl Simulator {
         self.shared
             .received
             .lock()
-            .map(|r| r.clone())
+            .map(|r| r.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -348,7 +350,9 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     {
         open.push(clone);
     }
-    let mut ws = tungstenite::accept(stream).map_err(|e| e.to_string())?;
+    let mut ws =
+        tungstenite::accept_with_config(stream, Some(crate::ukey::conn::websocket_config()))
+            .map_err(|e| e.to_string())?;
     let greeting = json!({"_id": 0, "_method": "open", "_status": "00",
                           "_args": {"Result": true, "Data": ["simulator"], "Error": []}});
     send(&mut ws, &greeting)?;
@@ -391,9 +395,9 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
 fn remember(shared: &Shared, frame: &Value) {
     if let Ok(mut r) = shared.received.lock() {
         if r.len() >= RECEIVED_KEPT {
-            r.remove(0);
+            r.pop_front();
         }
-        r.push(frame.clone());
+        r.push_back(frame.clone());
     }
 }
 

@@ -38,6 +38,18 @@ const CHUNKS_QUEUED: usize = 16;
 /// The most one `read` takes off the socket.
 const CHUNK_BYTES: usize = 16 * 1024;
 
+/// tungstenite's read buffer. Its default is 128 KiB, and tungstenite zero-fills the whole
+/// free part before every `read` (`FrameCodec::read_in`): twice per reply, one of them the read
+/// that finds nothing. That memset was a tenth of the UKey thread's time at zero card latency.
+/// A frame larger than this still arrives whole: the buffer grows to fit the frame it is reading.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The WebSocket settings of every connection to or from a card: this crate's client and the
+/// simulator's server side.
+pub fn websocket_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES)
+}
+
 /// The stream the WebSocket runs on. During the handshake it reads the socket itself; after
 /// it, only the bytes the reader thread delivered (`Conn::frames_in`), and `WouldBlock` once
 /// those are used up, which tungstenite takes as "no more now". Writes always go straight to the
@@ -160,8 +172,12 @@ impl Conn {
             tcp: stream,
             fed: None,
         };
-        let (mut ws, _response) = tungstenite::client::client(ep.url.as_str(), wire)
-            .map_err(|e| ConnError::Handshake(handshake_reason(e)))?;
+        let (mut ws, _response) = tungstenite::client::client_with_config(
+            ep.url.as_str(),
+            wire,
+            Some(websocket_config()),
+        )
+        .map_err(|e| ConnError::Handshake(handshake_reason(e)))?;
         raw.set_read_timeout(None).map_err(ConnError::Io)?;
         // From here on only the reader reads the socket. Frames that came with the handshake
         // (the greeting) are in tungstenite's buffer already, and are read before it starts.
