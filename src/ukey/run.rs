@@ -72,6 +72,9 @@ struct Session {
     next_cert_check: Instant,
     probe_pending: bool,
     late_ids: VecDeque<u64>,
+    /// Replies matched but not yet handed to their workers: the next frame goes to the card
+    /// first (`on_bytes`), so waking a worker is never on the card's critical path.
+    answered: Vec<(Job, super::CallResult)>,
 }
 
 /// Who is waiting for a frame.
@@ -178,6 +181,7 @@ impl Runner {
                 for frame in early_frames {
                     self.on_frame(&mut session, &frame);
                 }
+                deliver(&mut session);
                 State::Connected(Box::new(session))
             }
             Err(e) => {
@@ -245,6 +249,7 @@ impl Runner {
             next_cert_check: Instant::now() + CERT_CHECK_INTERVAL,
             probe_pending: false,
             late_ids: VecDeque::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -424,12 +429,20 @@ impl Runner {
             .conn
             .frames_in(chunk)
             .map_err(|e| SessionEnd::Lost(e.to_string()))?;
+        let mut end = None;
         for frame in frames {
-            if let Some(end) = self.on_frame(s, &frame) {
-                return Err(end);
+            end = self.on_frame(s, &frame);
+            if end.is_some() {
+                break;
             }
         }
-        self.pump(s)
+        // the card first: the next call is written before any worker is woken with its reply
+        let pumped = match end {
+            Some(end) => Err(end),
+            None => self.pump(s),
+        };
+        deliver(s);
+        pumped
     }
 
     /// Matches one frame to the call it answers. Returns why the session must end, if it must.
@@ -481,7 +494,7 @@ impl Runner {
                         self.masker.mask_str(text)
                     );
                 }
-                reply(job, Ok(answer));
+                s.answered.push((job, Ok(answer)));
                 None
             }
             Origin::Probe { .. } => self.on_probe_reply(s, &frame),
@@ -732,6 +745,7 @@ impl Runner {
     }
 
     fn fail_all(&mut self, s: &mut Session, error: &CallError) {
+        deliver(s);
         let waiting = s
             .in_flight
             .drain()
@@ -766,9 +780,16 @@ impl Runner {
     }
 }
 
+/// Hands every matched reply to its worker.
+fn deliver(s: &mut Session) {
+    for (job, result) in s.answered.drain(..) {
+        reply(job, result);
+    }
+}
+
 fn reply(job: Job, result: super::CallResult) {
     // The worker may have given up already; nothing to do then.
-    let _ = job.reply.send(result);
+    job.reply.send(result);
 }
 
 fn origin_id(origin: &Origin) -> &str {
