@@ -5,6 +5,7 @@ pub mod conn;
 pub mod expiry;
 pub mod frame;
 pub mod lockout;
+mod oneshot;
 pub mod restart;
 mod run;
 
@@ -109,7 +110,7 @@ pub struct Job {
     pub args: Map<String, Value>,
     pub request_id: String,
     pub deadline: Instant,
-    pub reply: Sender<CallResult>,
+    pub reply: oneshot::Sender<CallResult>,
 }
 
 pub(crate) enum Command {
@@ -316,7 +317,7 @@ impl Ukey {
                 retry_after_s: late_by.as_secs_f64().ceil().max(1.0) as u64,
             });
         }
-        let (reply, answer) = bounded(1);
+        let (reply, answer) = oneshot::slot();
         let job = Job {
             method: method.to_string(),
             args,
@@ -336,10 +337,8 @@ impl Ukey {
         // the UKey thread answers every job by its deadline; the grace covers a stuck thread
         match answer.recv_deadline(deadline + WORKER_GRACE) {
             Ok(result) => result,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                Err(CallError::Timeout(self.timeout))
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CallError::ShuttingDown),
+            Err(oneshot::RecvError::Timeout) => Err(CallError::Timeout(self.timeout)),
+            Err(oneshot::RecvError::Closed) => Err(CallError::ShuttingDown),
         }
     }
 
