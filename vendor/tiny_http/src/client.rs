@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,27 +109,44 @@ impl ClientConnection {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
+        // chinaport-proxy patch: the bytes are taken from the buffer a slice at a time (they
+        // used to come through a chain of `read` calls, one per byte); what is consumed, the
+        // line's end and its bound are as before.
         loop {
-            // chinaport-proxy patch: bound a header line so a client cannot grow it forever
-            if buf.len() >= MAX_HEADER_LINE {
+            let available = match self.next_header_source.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF"));
+            }
+            let mut used = 0;
+            let mut line_ended = false;
+            let mut too_long = false;
+            for &byte in available {
+                // chinaport-proxy patch: bound a header line so a client cannot grow it forever
+                if buf.len() >= MAX_HEADER_LINE {
+                    too_long = true;
+                    break;
+                }
+                used += 1;
+                if byte == b'\n' && prev_byte_was_cr {
+                    line_ended = true;
+                    break;
+                }
+                prev_byte_was_cr = byte == b'\r';
+                buf.push(byte);
+            }
+            self.next_header_source.consume(used);
+            if too_long {
                 return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
             }
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
+            if line_ended {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
         }
     }
 
