@@ -72,7 +72,7 @@ fn config_is_found_next_to_the_executable() {
     )
     .unwrap();
     let cwd = TempDir::new("cwd");
-    let out = Command::new(&exe).current_dir(cwd.path()).output().unwrap();
+    let out = run_copy(&exe, cwd.path());
     let err = String::from_utf8_lossy(&out.stderr);
     // the file next to the exe was the one read (it is the invalid one)
     assert_eq!(out.status.code(), Some(1));
@@ -83,13 +83,31 @@ fn config_is_found_next_to_the_executable() {
     );
 }
 
+/// Runs a freshly copied executable. While another test's child is between `fork` and `exec`
+/// it still holds the copy's write handle, and Linux refuses to run the file ("Text file busy");
+/// that clears within milliseconds, so this retries until a deadline.
+fn run_copy(exe: &std::path::Path, cwd: &std::path::Path) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Command::new(exe).current_dir(cwd).output() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now()
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 #[test]
 fn missing_config_says_where_it_looked() {
     let dir = TempDir::new("exe2");
     let exe = dir.path().join("chinaport-proxy");
     std::fs::copy(env!("CARGO_BIN_EXE_chinaport-proxy"), &exe).unwrap();
     let cwd = TempDir::new("cwd2");
-    let out = Command::new(&exe).current_dir(cwd.path()).output().unwrap();
+    let out = run_copy(&exe, cwd.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("no config.json found"), "{err}");
