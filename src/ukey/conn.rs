@@ -1,17 +1,12 @@
-//! One WebSocket connection to the UKey client software, and the reader thread that takes the
-//! card's bytes off the socket.
+//! One WebSocket connection to the UKey client software.
 //!
-//! Why a reader: the owner thread must react to two things at once, jobs from HTTP workers and
-//! frames from the card. A blocking `read()` with a read timeout would make every job wait for
-//! that timeout before it is written, and on Windows a timed-out socket is left in an undefined
-//! state. So the socket stays blocking, and a reader thread blocks in `read()` on a clone of it
-//! and hands every chunk it reads to the owner over a channel. The owner `select!`s on jobs and
-//! chunks, never polls, and runs the WebSocket on a stream (`Wire`) whose reads come from those
-//! chunks and whose writes go straight to the socket. Per reply that is one `recv` and one
-//! hand-off; an earlier helper that only `peek()`ed cost two hand-offs, two `ioctl`s and a
-//! `recv` that found nothing, per reply.
+//! The socket stays blocking and has no read timeout (on Windows a timed-out receive leaves a
+//! socket in an undefined state). The UKey thread learns from `wait` (`poll`/`WSAPoll`) that the
+//! socket has something, then `read_available` reads it once, which cannot block, and runs the
+//! WebSocket on those bytes through a stream (`Wire`) whose reads come from them and whose writes
+//! go straight to the socket. Per reply that is one `poll` and one `recv`, on the thread that
+//! writes the next call: no reader thread, no hand-off.
 
-use crossbeam_channel::{Receiver, Sender, bounded};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -23,18 +18,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use crate::config::Endpoint;
 
-/// What the reader thread hands over.
-#[derive(Debug)]
-pub enum Incoming {
-    /// Bytes as the socket gave them; frames may begin in one chunk and end in the next.
-    Bytes(Vec<u8>),
-    /// The peer closed or the socket failed (why); the reader has exited.
-    Closed(String),
-}
-
-/// How many chunks may wait for the owner before the reader waits too (a bound on memory when
-/// the card floods the socket).
-const CHUNKS_QUEUED: usize = 16;
 /// The most one `read` takes off the socket.
 const CHUNK_BYTES: usize = 16 * 1024;
 
@@ -51,9 +34,8 @@ pub fn websocket_config() -> tungstenite::protocol::WebSocketConfig {
 }
 
 /// The stream the WebSocket runs on. During the handshake it reads the socket itself; after
-/// it, only the bytes the reader thread delivered (`Conn::frames_in`), and `WouldBlock` once
-/// those are used up, which tungstenite takes as "no more now". Writes always go straight to the
-/// socket.
+/// it, only the bytes `Conn::read_available` read, and `WouldBlock` once those are used up, which
+/// tungstenite takes as "no more now". Writes always go straight to the socket.
 struct Wire {
     tcp: TcpStream,
     fed: Option<Fed>,
@@ -130,16 +112,17 @@ impl From<tungstenite::Error> for ConnError {
     }
 }
 
-/// An open connection: the WebSocket, a raw handle to shut it down, and the reader's channel.
+/// An open connection: the WebSocket, and a raw handle to wait on, read and shut it down.
 pub struct Conn {
     ws: WebSocket<Wire>,
     raw: TcpStream,
-    pub incoming: Receiver<Incoming>,
+    /// Where `read_available` reads to (zeroed once, not per read).
+    chunk: Box<[u8]>,
 }
 
 impl Conn {
-    /// Opens TCP, does the WebSocket handshake within `timeout`, and starts the helper.
-    /// Frames that arrived with the handshake (the greeting) are returned for the caller.
+    /// Opens TCP and does the WebSocket handshake within `timeout`. Frames that arrived with
+    /// the handshake (the greeting) are returned for the caller.
     pub fn open(ep: &Endpoint, timeout: Duration) -> Result<(Conn, Vec<String>), ConnError> {
         let addrs: Vec<_> = (ep.host.as_str(), ep.port)
             .to_socket_addrs()
@@ -167,7 +150,6 @@ impl Conn {
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(ConnError::Io)?;
         let raw = stream.try_clone().map_err(ConnError::Io)?;
-        let reader_stream = raw.try_clone().map_err(ConnError::Io)?;
         let wire = Wire {
             tcp: stream,
             fed: None,
@@ -179,35 +161,46 @@ impl Conn {
         )
         .map_err(|e| ConnError::Handshake(handshake_reason(e)))?;
         raw.set_read_timeout(None).map_err(ConnError::Io)?;
-        // From here on only the reader reads the socket. Frames that came with the handshake
-        // (the greeting) are in tungstenite's buffer already, and are read before it starts.
+        // From here on the socket is read only by `read_available`. Frames that came with the
+        // handshake (the greeting) are in tungstenite's buffer already, and are read now.
         ws.get_mut().fed = Some(Fed::default());
-        let (chunks, incoming) = bounded(CHUNKS_QUEUED);
-        let mut conn = Conn { ws, raw, incoming };
+        let mut conn = Conn {
+            ws,
+            raw,
+            chunk: vec![0u8; CHUNK_BYTES].into_boxed_slice(),
+        };
         let early = conn.frames()?;
-        std::thread::Builder::new()
-            .name("ukey-reader".into())
-            .spawn(move || reader(reader_stream, chunks))
-            .map_err(ConnError::Io)?;
         Ok((conn, early))
+    }
+
+    /// The socket, for `wait`.
+    pub fn socket(&self) -> &TcpStream {
+        &self.raw
+    }
+
+    /// Reads what the socket has, in one `read` (call it when `wait` reported the socket, and
+    /// it cannot block), and returns the complete frames so far; a frame cut at the end waits
+    /// for the next read.
+    pub fn read_available(&mut self) -> Result<Vec<String>, ConnError> {
+        let n = loop {
+            match self.raw.read(&mut self.chunk) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        };
+        if n == 0 {
+            return Err(ConnError::Closed("closed by the UKey side".into()));
+        }
+        let fed = self.ws.get_mut().fed.get_or_insert_with(Fed::default);
+        fed.bytes.extend_from_slice(&self.chunk[..n]);
+        self.frames()
     }
 
     /// Sends one text frame (blocking, bounded by the write timeout).
     pub fn send(&mut self, text: String) -> Result<(), ConnError> {
         self.ws.send(Message::Text(Utf8Bytes::from(text)))?;
         Ok(())
-    }
-
-    /// The complete frames in `chunk` and what came before it; a frame cut at the chunk's end
-    /// waits for the next one.
-    pub fn frames_in(&mut self, chunk: Vec<u8>) -> Result<Vec<String>, ConnError> {
-        let fed = self.ws.get_mut().fed.get_or_insert_with(Fed::default);
-        if fed.bytes.is_empty() {
-            fed.bytes = chunk;
-        } else {
-            fed.bytes.extend_from_slice(&chunk);
-        }
-        self.frames()
     }
 
     /// Every complete frame the WebSocket can read now.
@@ -235,8 +228,7 @@ impl Conn {
         }
     }
 
-    /// Sends a close frame (best effort, bounded by the write timeout) and shuts the socket, which
-    /// also ends the reader.
+    /// Sends a close frame (best effort, bounded by the write timeout) and shuts the socket.
     pub fn close(mut self) {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
@@ -256,29 +248,11 @@ fn handshake_reason(e: tungstenite::HandshakeError<tungstenite::ClientHandshake<
     }
 }
 
-/// Reads the socket until it ends and hands over every chunk; ends when the owner is gone.
-fn reader(mut stream: TcpStream, chunks: Sender<Incoming>) {
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let why = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break "closed by the UKey side".to_string(),
-            Ok(n) => {
-                if chunks.send(Incoming::Bytes(buf[..n].to_vec())).is_err() {
-                    return; // the owner is gone
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = chunks.send(Incoming::Closed(why));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A frame several times the reader's chunk arrives whole, and so does the frame after it
+    /// A frame several times a read's chunk arrives whole, and so does the frame after it
     /// in the same chunk.
     #[test]
     fn frames_cut_across_chunks_arrive_whole() {
@@ -295,15 +269,20 @@ mod tests {
         });
         let ep = Endpoint::parse(&format!("ws://{addr}")).unwrap();
         let (mut conn, mut frames) = Conn::open(&ep, Duration::from_secs(5)).unwrap();
+        let bell = super::super::wait::Doorbell::new().unwrap();
         let mut chunks = 0;
         while frames.len() < 2 {
-            match conn.incoming.recv_timeout(Duration::from_secs(5)).unwrap() {
-                Incoming::Bytes(b) => {
-                    chunks += 1;
-                    frames.extend(conn.frames_in(b).unwrap());
-                }
-                Incoming::Closed(why) => panic!("closed: {why}"),
-            }
+            let woke = super::super::wait::wait(
+                conn.socket(),
+                &bell,
+                false,
+                || false,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert!(woke.card, "nothing arrived within 5 s");
+            chunks += 1;
+            frames.extend(conn.read_available().unwrap());
         }
         assert_eq!(frames, vec![big, "after".to_string()]);
         assert!(chunks > 1, "{chunks} chunks");

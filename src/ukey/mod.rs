@@ -8,6 +8,7 @@ pub mod lockout;
 mod oneshot;
 pub mod restart;
 mod run;
+mod wait;
 
 use crate::config::UkeyConfig;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -209,6 +210,8 @@ fn write(m: &Mutex<Option<String>>, v: Option<String>) {
 #[derive(Clone)]
 pub struct Ukey {
     tx: Sender<Command>,
+    /// Wakes the UKey thread when it waits for a job (see `wait`).
+    bell: Arc<wait::Doorbell>,
     status: Arc<Status>,
     timeout: Duration,
     max_in_flight: usize,
@@ -236,6 +239,7 @@ impl Ukey {
         let endpoint = conn::Endpoint::parse(&config.url)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (tx, rx): (Sender<Command>, Receiver<Command>) = bounded(config.max_queue.max(1));
+        let bell = Arc::new(wait::Doorbell::new()?);
         let status = Arc::new(Status::default());
         let (lockout, refused) = lockout::Lockout::open(state_dir, &config.password);
         if refused {
@@ -258,6 +262,7 @@ impl Ukey {
             endpoint,
             config.clone(),
             rx,
+            bell.clone(),
             status.clone(),
             events,
             run::Care {
@@ -272,6 +277,7 @@ impl Ukey {
         Ok((
             Ukey {
                 tx,
+                bell,
                 status,
                 timeout: config.timeout(),
                 max_in_flight: config.max_in_flight.max(1),
@@ -326,7 +332,7 @@ impl Ukey {
             reply,
         };
         match self.tx.try_send(Command::Call(job)) {
-            Ok(()) => {}
+            Ok(()) => self.bell.job_queued(),
             Err(crossbeam_channel::TrySendError::Full(_)) => {
                 return Err(CallError::Busy { retry_after_s: 1 });
             }
@@ -357,6 +363,7 @@ impl Ukey {
     /// Asks the UKey thread to close the socket (with a close frame) and end. Calls still
     /// waiting are answered `ShuttingDown`.
     pub fn shutdown(&self) {
+        self.bell.request_stop();
         let _ = self
             .tx
             .send_timeout(Command::Shutdown, Duration::from_secs(1));

@@ -1,16 +1,17 @@
 //! The UKey thread's main loop: one loop over two explicit states, `Disconnected` (waiting out
 //! the backoff, answering every call 503 at once) and `Connected` (a session with calls in flight),
-//! each event handled by a small function. Nothing here sleeps: every wait is a `select!` on
-//! jobs, the card's bytes (from the reader thread, `conn.rs`) and the nearest deadline.
+//! each event handled by a small function. Nothing here sleeps: every wait is on the card's
+//! socket, the workers' doorbell and the nearest deadline at once (`wait.rs`).
 
-use super::conn::{Conn, ConnError, Endpoint, Incoming};
+use super::conn::{Conn, ConnError, Endpoint};
 use super::expiry::{self, ExpiryWatch, Notice};
 use super::lockout::{self, Lockout};
 use super::restart::{self, Restarter};
+use super::wait::{self, Doorbell};
 use super::{CallError, Command, Job, PROBE_METHOD, SIGN_CERT_METHOD, Status, UkeyEvent, now_ms};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub(super) struct Runner {
     endpoint: Endpoint,
     config: UkeyConfig,
     rx: Receiver<Command>,
+    /// Rung by workers when a job waits and this thread waits for one; and to stop.
+    bell: Arc<Doorbell>,
     status: Arc<Status>,
     events: Option<Sender<UkeyEvent>>,
     masker: Masker,
@@ -116,6 +119,7 @@ impl Runner {
         endpoint: Endpoint,
         config: UkeyConfig,
         rx: Receiver<Command>,
+        bell: Arc<Doorbell>,
         status: Arc<Status>,
         events: Option<Sender<UkeyEvent>>,
         care: Care,
@@ -125,6 +129,7 @@ impl Runner {
             endpoint,
             config,
             rx,
+            bell,
             status,
             events,
             masker,
@@ -156,6 +161,9 @@ impl Runner {
     /// Answers every call at once with 503 until it is time to try again.
     fn wait_disconnected(&mut self, retry_at: Instant, backoff: Duration) -> State {
         loop {
+            if self.bell.stop_requested() {
+                return State::Stopped;
+            }
             let wait = retry_at.saturating_duration_since(Instant::now());
             if wait.is_zero() {
                 return self.connect(backoff);
@@ -286,29 +294,48 @@ impl Runner {
     }
 
     fn session_loop(&mut self, s: &mut Session) -> SessionEnd {
-        let incoming = s.conn.incoming.clone();
         loop {
-            if let Err(end) = self.on_tick(s) {
+            if let Err(end) = self.take_jobs(s).and_then(|()| self.on_tick(s)) {
                 return end;
             }
             self.publish_in_flight(s);
-            let wait = self
+            let timeout = self
                 .next_wakeup(s)
                 .saturating_duration_since(Instant::now());
-            let step = select! {
-                recv(self.rx) -> cmd => match cmd {
-                    Ok(Command::Call(job)) => self.on_job(s, job),
-                    Ok(Command::Shutdown) | Err(_) => Err(SessionEnd::Shutdown),
-                },
-                recv(incoming) -> r => match r {
-                    Ok(Incoming::Bytes(chunk)) => self.on_bytes(s, chunk),
-                    Ok(Incoming::Closed(why)) => Err(SessionEnd::Lost(format!("socket closed: {why}"))),
-                    Err(_) => Err(SessionEnd::Lost("socket closed".into())),
-                },
-                default(wait) => Ok(()),
+            // Jobs only matter while a call could be sent; otherwise they wait in the channel
+            // and are taken when the card's reply frees the slot.
+            let want_jobs = s.in_flight.len() < self.config.max_in_flight;
+            let rx = &self.rx;
+            let woke = wait::wait(
+                s.conn.socket(),
+                &self.bell,
+                want_jobs,
+                || !rx.is_empty(),
+                timeout,
+            );
+            let step = match woke {
+                Ok(woke) if woke.card => self.on_readable(s),
+                Ok(_) => Ok(()),
+                Err(e) => Err(SessionEnd::Lost(format!("cannot wait on the socket: {e}"))),
             };
             if let Err(end) = step {
                 return end;
+            }
+        }
+    }
+
+    /// Moves every job waiting in the channel into the session's queue (or answers it busy).
+    fn take_jobs(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
+        if self.bell.stop_requested() {
+            return Err(SessionEnd::Shutdown);
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Call(job)) => self.queue_job(s, job),
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    return Err(SessionEnd::Shutdown);
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
             }
         }
     }
@@ -352,14 +379,13 @@ impl Runner {
         self.pump(s)
     }
 
-    fn on_job(&mut self, s: &mut Session, job: Job) -> Result<(), SessionEnd> {
+    fn queue_job(&mut self, s: &mut Session, job: Job) {
         if s.queue.len() >= self.config.max_queue {
             log::warn!("[{}] UKey queue full; answering busy", job.request_id);
             reply(job, Err(CallError::Busy { retry_after_s: 1 }));
-            return Ok(());
+            return;
         }
         s.queue.push_back(Origin::Caller(job));
-        self.pump(s)
     }
 
     /// Sends queued calls while fewer than `max_in_flight` await a reply.
@@ -424,11 +450,13 @@ impl Runner {
         json!({"_method": method, "_id": id, "args": Value::Object(args)}).to_string()
     }
 
-    fn on_bytes(&mut self, s: &mut Session, chunk: Vec<u8>) -> Result<(), SessionEnd> {
+    /// The socket has something: reads it, matches the frames, sends what the freed slots allow,
+    /// then hands the replies to their workers.
+    fn on_readable(&mut self, s: &mut Session) -> Result<(), SessionEnd> {
         let frames = s
             .conn
-            .frames_in(chunk)
-            .map_err(|e| SessionEnd::Lost(e.to_string()))?;
+            .read_available()
+            .map_err(|e| SessionEnd::Lost(format!("socket closed: {e}")))?;
         let mut end = None;
         for frame in frames {
             end = self.on_frame(s, &frame);
@@ -439,7 +467,7 @@ impl Runner {
         // the card first: the next call is written before any worker is woken with its reply
         let pumped = match end {
             Some(end) => Err(end),
-            None => self.pump(s),
+            None => self.take_jobs(s).and_then(|()| self.pump(s)),
         };
         deliver(s);
         pumped
@@ -746,11 +774,17 @@ impl Runner {
 
     fn fail_all(&mut self, s: &mut Session, error: &CallError) {
         deliver(s);
+        // jobs still in the channel wait too; a `Shutdown` among them is also in `bell`
+        let unread = std::iter::from_fn(|| self.rx.try_recv().ok()).filter_map(|cmd| match cmd {
+            Command::Call(job) => Some(Origin::Caller(job)),
+            Command::Shutdown => None,
+        });
         let waiting = s
             .in_flight
             .drain()
             .map(|(_, sent)| sent.origin)
-            .chain(s.queue.drain(..));
+            .chain(s.queue.drain(..))
+            .chain(unread);
         for origin in waiting {
             if let Origin::Caller(job) = origin {
                 reply(job, Err(error.clone()));
@@ -768,7 +802,8 @@ impl Runner {
             + s.queue
                 .iter()
                 .filter(|o| matches!(o, Origin::Caller(_)))
-                .count();
+                .count()
+            + self.rx.len();
         self.status.in_flight.store(callers, Ordering::SeqCst);
     }
 
