@@ -261,6 +261,59 @@ fn dropped_socket_answers_in_flight_calls_at_once_and_reconnects() {
     assert_eq!(sim.connections_accepted(), 2);
 }
 
+/// Calls waiting behind the one the card holds are not read by the UKey thread until the card
+/// answers (they wait in the channel); a dropped socket answers them at once all the same.
+#[test]
+fn dropped_socket_answers_the_calls_waiting_behind_at_once_too() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({"ukey": {"timeout_ms": 20000}}));
+    proxy.wait_healthy();
+    sim.faults().set_silent(SIGN, true);
+    let addr = proxy.addr;
+    let call = |data: &'static str| {
+        std::thread::spawn(move || {
+            let body = json!({"_method": SIGN, "args": {"inData": data}}).to_string();
+            request(addr, "POST", "/rpc", &[], body.as_bytes())
+        })
+    };
+    let first = call("held");
+    wait_for(
+        Duration::from_secs(5),
+        "the first call to reach the card",
+        || {
+            sim.received()
+                .iter()
+                .any(|f| f["args"]["inData"] == "held")
+                .then_some(())
+        },
+    );
+    let behind: Vec<_> = ["b1", "b2", "b3"].into_iter().map(call).collect();
+    wait_for(Duration::from_secs(5), "four calls to be waiting", || {
+        let metrics = request(addr, "GET", "/metrics", &[], b"").text();
+        metrics
+            .lines()
+            .any(|l| l == "chinaport_ukey_calls_pending 4")
+            .then_some(())
+    });
+    let dropped_at = Instant::now();
+    sim.drop_connections();
+    for handle in std::iter::once(first).chain(behind) {
+        let r = handle.join().unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains("unavailable"));
+    }
+    let took = dropped_at.elapsed();
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // only the held call was ever sent
+    let sent = sim.received();
+    assert!(
+        !sent
+            .iter()
+            .any(|f| ["b1", "b2", "b3"].contains(&f["args"]["inData"].as_str().unwrap_or(""))),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn calls_while_disconnected_are_answered_503_at_once() {
     let sim = simulator();
