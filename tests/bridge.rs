@@ -228,23 +228,41 @@ fn sixty_four_concurrent_calls_in_flight_together_answered_out_of_order() {
     concurrent_calls_get_their_own_answers(8, 8);
 }
 
-#[test]
-fn dropped_socket_answers_in_flight_calls_at_once_and_reconnects() {
-    let sim = simulator();
+/// A proxy in front of `sim` whose card holds every signing call (a silent card).
+fn proxy_with_a_silent_card(sim: &chinaport_proxy::simulator::Simulator) -> Proxy {
     let proxy = Proxy::start(&sim.url(), json!({"ukey": {"timeout_ms": 20000}}));
     proxy.wait_healthy();
     sim.faults().set_silent(SIGN, true);
-    let addr = proxy.addr;
-    let call = std::thread::spawn(move || {
-        let body = json!({"_method": SIGN, "args": {"inData": "pending"}}).to_string();
+    proxy
+}
+
+/// Starts a signing call of `data` on its own thread.
+fn sign_in_background(
+    addr: std::net::SocketAddr,
+    data: &'static str,
+) -> std::thread::JoinHandle<Resp> {
+    std::thread::spawn(move || {
+        let body = json!({"_method": SIGN, "args": {"inData": data}}).to_string();
         request(addr, "POST", "/rpc", &[], body.as_bytes())
-    });
+    })
+}
+
+/// Waits until the card has received the call signing `data`.
+fn wait_until_the_card_has(sim: &chinaport_proxy::simulator::Simulator, data: &str) {
     wait_for(Duration::from_secs(5), "the call to reach the card", || {
         sim.received()
             .iter()
-            .any(|f| f["args"]["inData"] == "pending")
+            .any(|f| f["args"]["inData"] == data)
             .then_some(())
     });
+}
+
+#[test]
+fn dropped_socket_answers_in_flight_calls_at_once_and_reconnects() {
+    let sim = simulator();
+    let proxy = proxy_with_a_silent_card(&sim);
+    let call = sign_in_background(proxy.addr, "pending");
+    wait_until_the_card_has(&sim, "pending");
     let dropped_at = Instant::now();
     sim.drop_connections();
     let r = call.join().unwrap();
@@ -266,28 +284,14 @@ fn dropped_socket_answers_in_flight_calls_at_once_and_reconnects() {
 #[test]
 fn dropped_socket_answers_the_calls_waiting_behind_at_once_too() {
     let sim = simulator();
-    let proxy = Proxy::start(&sim.url(), json!({"ukey": {"timeout_ms": 20000}}));
-    proxy.wait_healthy();
-    sim.faults().set_silent(SIGN, true);
+    let proxy = proxy_with_a_silent_card(&sim);
     let addr = proxy.addr;
-    let call = |data: &'static str| {
-        std::thread::spawn(move || {
-            let body = json!({"_method": SIGN, "args": {"inData": data}}).to_string();
-            request(addr, "POST", "/rpc", &[], body.as_bytes())
-        })
-    };
-    let first = call("held");
-    wait_for(
-        Duration::from_secs(5),
-        "the first call to reach the card",
-        || {
-            sim.received()
-                .iter()
-                .any(|f| f["args"]["inData"] == "held")
-                .then_some(())
-        },
-    );
-    let behind: Vec<_> = ["b1", "b2", "b3"].into_iter().map(call).collect();
+    let first = sign_in_background(addr, "held");
+    wait_until_the_card_has(&sim, "held");
+    let behind: Vec<_> = ["b1", "b2", "b3"]
+        .into_iter()
+        .map(|data| sign_in_background(addr, data))
+        .collect();
     wait_for(Duration::from_secs(5), "four calls to be waiting", || {
         let metrics = request(addr, "GET", "/metrics", &[], b"").text();
         metrics

@@ -202,45 +202,51 @@ mod tests {
     }
 
     #[test]
-    fn bytes_on_the_card_socket_wake_the_wait() {
-        let (card, mut peer) = pair();
-        let bell = Doorbell::new().unwrap();
-        peer.write_all(b"x").unwrap();
-        let woke = wait(&card, &bell, false, || false, Duration::from_secs(10)).unwrap();
-        assert!(woke.card);
+    fn bytes_or_a_close_on_the_card_socket_wake_the_wait() {
+        type PeerDoes = fn(TcpStream);
+        let cases: [(&str, PeerDoes); 2] = [
+            ("bytes", |mut peer| peer.write_all(b"x").unwrap()),
+            ("a close", drop),
+        ];
+        for (what, peer_does) in cases {
+            let (card, peer) = pair();
+            let bell = Doorbell::new().unwrap();
+            peer_does(peer);
+            let woke = wait(&card, &bell, false, || false, Duration::from_secs(10)).unwrap();
+            assert!(woke.card, "{what} did not wake the wait");
+        }
     }
 
-    #[test]
-    fn a_closed_card_socket_wakes_the_wait() {
-        let (card, peer) = pair();
-        let bell = Doorbell::new().unwrap();
-        drop(peer);
-        let woke = wait(&card, &bell, false, || false, Duration::from_secs(10)).unwrap();
-        assert!(woke.card);
+    /// Waits on a card socket that stays quiet: what woke the wait, and after how long.
+    fn quiet_wait(
+        bell: &Doorbell,
+        want_jobs: bool,
+        jobs_waiting: bool,
+        timeout: Duration,
+    ) -> (Woke, Duration) {
+        let (card, _peer) = pair();
+        let start = Instant::now();
+        let woke = wait(&card, bell, want_jobs, || jobs_waiting, timeout).unwrap();
+        (woke, start.elapsed())
     }
+
+    const SHORT: Duration = Duration::from_millis(30);
+    const LONG: Duration = Duration::from_secs(30);
 
     #[test]
     fn the_timeout_ends_a_quiet_wait() {
-        let (card, _peer) = pair();
-        let bell = Doorbell::new().unwrap();
-        let start = Instant::now();
-        let woke = wait(&card, &bell, true, || false, Duration::from_millis(30)).unwrap();
+        let (woke, took) = quiet_wait(&Doorbell::new().unwrap(), true, false, SHORT);
         assert!(!woke.card);
-        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert!(took >= SHORT, "{took:?}");
     }
 
     #[test]
     fn a_job_rings_only_a_thread_that_waits_for_one() {
-        let (card, _peer) = pair();
         let bell = std::sync::Arc::new(Doorbell::new().unwrap());
         // not waiting for jobs: a queued job does not ring
         bell.job_queued();
-        let start = Instant::now();
-        wait(&card, &bell, false, || false, Duration::from_millis(30)).unwrap();
-        assert!(
-            start.elapsed() >= Duration::from_millis(30),
-            "woken by a ring"
-        );
+        let (_, took) = quiet_wait(&bell, false, false, SHORT);
+        assert!(took >= SHORT, "woken by a ring after {took:?}");
         // waiting for jobs: a job queued from another thread ends the wait
         let ringer = bell.clone();
         let t = std::thread::spawn(move || {
@@ -249,31 +255,25 @@ mod tests {
             }
             ringer.job_queued();
         });
-        let start = Instant::now();
-        let woke = wait(&card, &bell, true, || false, Duration::from_secs(30)).unwrap();
+        let (woke, took) = quiet_wait(&bell, true, false, LONG);
         assert!(!woke.card);
-        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(took < LONG / 3, "{took:?}");
         t.join().unwrap();
     }
 
     #[test]
     fn a_job_queued_before_the_wait_is_not_slept_through() {
-        let (card, _peer) = pair();
-        let bell = Doorbell::new().unwrap();
-        let start = Instant::now();
-        let woke = wait(&card, &bell, true, || true, Duration::from_secs(30)).unwrap();
+        let (woke, took) = quiet_wait(&Doorbell::new().unwrap(), true, true, LONG);
         assert!(!woke.card);
-        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(took < LONG / 3, "{took:?}");
     }
 
     #[test]
     fn a_stop_request_wakes_any_wait() {
-        let (card, _peer) = pair();
         let bell = Doorbell::new().unwrap();
         bell.request_stop();
-        let start = Instant::now();
-        wait(&card, &bell, false, || false, Duration::from_secs(30)).unwrap();
-        assert!(start.elapsed() < Duration::from_secs(10));
+        let (_, took) = quiet_wait(&bell, false, false, LONG);
+        assert!(took < LONG / 3, "{took:?}");
         assert!(bell.stop_requested());
     }
 
