@@ -394,7 +394,7 @@ impl Runner {
             let Some(origin) = s.queue.pop_front() else {
                 break;
             };
-            let origin = match origin {
+            let mut origin = match origin {
                 // every frame carries the password: not one more attempt, by anyone
                 Origin::Caller(job) if self.refused() => {
                     reply(job, Err(CallError::PasswordRefused));
@@ -414,8 +414,10 @@ impl Runner {
             };
             let id = self.next_id;
             self.next_id += 1;
-            let (method, args) = match &origin {
-                Origin::Caller(job) => (job.method.clone(), job.args.clone()),
+            // the arguments are moved into the frame, not copied: a CEB message can be large,
+            // and nothing reads them after they are sent
+            let (method, args) = match &mut origin {
+                Origin::Caller(job) => (job.method.clone(), std::mem::take(&mut job.args)),
                 Origin::Probe { .. } => (PROBE_METHOD.to_string(), Map::new()),
                 Origin::SignCert { .. } => (SIGN_CERT_METHOD.to_string(), Map::new()),
             };
