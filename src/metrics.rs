@@ -64,11 +64,11 @@ impl Metrics {
 
     pub fn ukey_call(&self, method: &str, took: Duration) {
         if let Ok(mut m) = self.ukey_call_seconds.lock() {
-            // a known method allocates nothing (this runs on the UKey thread, once per call)
             if let Some(h) = m.get_mut(method) {
+                // a known method allocates nothing (this runs on the UKey thread, once per call)
                 h.observe(took);
-            // methods are the caller's choice: bound the label set
             } else if m.len() < 64 {
+                // methods are the caller's choice: bound the label set
                 m.entry(method.to_string()).or_default().observe(took);
             }
         }
