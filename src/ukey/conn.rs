@@ -25,7 +25,7 @@ const CHUNK_BYTES: usize = 16 * 1024;
 /// free part before every `read` (`FrameCodec::read_in`): twice per reply, one of them the read
 /// that finds nothing. That memset was a tenth of the UKey thread's time at zero card latency.
 /// A frame larger than this still arrives whole: the buffer grows to fit the frame it is reading.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The WebSocket settings of every connection to or from a card: this crate's client and the
 /// simulator's server side.
@@ -190,7 +190,7 @@ impl Conn {
             }
         };
         if n == 0 {
-            return Err(ConnError::Closed("closed by the UKey side".into()));
+            return Err(ConnError::Closed("end of stream".into()));
         }
         let fed = self.ws.get_mut().fed.get_or_insert_with(Fed::default);
         fed.bytes.extend_from_slice(&self.chunk[..n]);

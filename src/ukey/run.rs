@@ -76,7 +76,7 @@ struct Session {
     probe_pending: bool,
     late_ids: VecDeque<u64>,
     /// Replies matched but not yet handed to their workers: the next frame goes to the card
-    /// first (`on_bytes`), so waking a worker is never on the card's critical path.
+    /// first (`on_readable`), so waking a worker is never on the card's critical path.
     answered: Vec<(Job, super::CallResult)>,
 }
 
@@ -458,7 +458,7 @@ impl Runner {
         let frames = s
             .conn
             .read_available()
-            .map_err(|e| SessionEnd::Lost(format!("socket closed: {e}")))?;
+            .map_err(|e| SessionEnd::Lost(e.to_string()))?;
         let mut end = None;
         for frame in frames {
             end = self.on_frame(s, &frame);
