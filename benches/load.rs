@@ -1,7 +1,8 @@
 //! Load benchmark (not a test), in two modes:
 //! - `zero`: the proxy binary against a zero-latency UKey simulator, at 1, 16 and 64 concurrent
 //!   keep-alive HTTP clients, next to the same load sent straight over one WebSocket. Prints
-//!   requests/s, p50/p99 latency and the proxy's peak RSS.
+//!   requests/s, p50/p99 latency and the proxy's peak RSS, and a floor: a server of the proxy's
+//!   shape (a thread per connection, one card thread, the same reply slot) with none of its work.
 //! - `card`: a realistic card (the simulator answering each call after 150 ms, one at a time) at
 //!   64 and 128 clients, next to one direct WebSocket client calling it back to back, which is
 //!   the physical limit. Prints card utilisation (proxy ÷ direct), p50/p99/max latency and 503s.
@@ -473,6 +474,7 @@ fn zero_latency(secs: f64) {
     let ws: SharedWs = Arc::new(Mutex::new((ws, 1000)));
     // skip the greeting by doing one call
     assert!(direct_call(&mut ws.clone(), 0));
+    let floor = start_floor(&sim);
 
     // The reference: one direct client calling the simulator back to back, one call at a time,
     // as `ukey.max_in_flight = 1` makes the proxy do. That is the most the card path can carry.
@@ -508,7 +510,14 @@ fn zero_latency(secs: f64) {
         // "shared-ws": N threads taking turns on one direct WebSocket (kept for comparison).
         let mut directs = Vec::new();
         let mut proxies = Vec::new();
+        let mut floors = Vec::new();
         for _ in 0..ROUNDS {
+            floors.push(drive(
+                clients,
+                secs,
+                |_| HttpClient::new(floor),
+                HttpClient::call,
+            ));
             let w = ws.clone();
             directs.push(drive(clients, secs, move |_| w.clone(), direct_call));
             proxies.push(drive(
@@ -520,6 +529,7 @@ fn zero_latency(secs: f64) {
         }
         let direct = median(directs);
         let proxy = median(proxies);
+        let floor_run = median(floors);
         peak_rss = peak_rss.max(rss_kb(child.id(), "VmRSS:").unwrap_or(0));
         println!(
             "{clients:>8} {:>12.0} {:>11.1}% {:>14.0} {:>10.1} {:>10.1} {:>11.1}%",
@@ -529,6 +539,12 @@ fn zero_latency(secs: f64) {
             proxy.p50_us,
             proxy.p99_us,
             100.0 * proxy.rps / direct.rps,
+        );
+        println!(
+            "         floor (the same shape, no work in it): {:.0} rps = {:.1}% of serial; the proxy reaches {:.1}% of the floor",
+            floor_run.rps,
+            100.0 * floor_run.rps / serial.rps,
+            100.0 * proxy.rps / floor_run.rps,
         );
         if clients == 1 {
             println!(
@@ -555,4 +571,91 @@ fn zero_latency(secs: f64) {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The design's floor: the proxy's shape with none of its work. A thread per keep-alive
+/// connection reads a request head and body, hands the call over a crossbeam channel to one
+/// card thread that owns the WebSocket, waits for the reply in the proxy's own reply slot
+/// (`ukey::oneshot`), and writes a fixed-header response. No routing, JSON, password,
+/// logging, metrics, UUID or audit. It shows how much of a gap to the serial reference is the
+/// shape (threads, hand-offs, two sockets per call) and how much is the proxy's work.
+fn start_floor(sim: &Simulator) -> SocketAddr {
+    use chinaport_proxy::ukey::oneshot;
+    type FloorJob = oneshot::Sender<Option<String>>;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("floor listener");
+    let addr = listener.local_addr().expect("floor address");
+    let (jobs, queue) = crossbeam_channel::bounded::<FloorJob>(1024);
+    let tcp = TcpStream::connect(sim.addr()).expect("floor card tcp");
+    tcp.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client::client_with_config(
+        sim.url(),
+        tcp,
+        Some(chinaport_proxy::ukey::conn::websocket_config()),
+    )
+    .expect("floor websocket");
+    std::thread::spawn(move || {
+        let mut ws: SharedWs = Arc::new(Mutex::new((ws, 2_000_000)));
+        assert!(direct_call(&mut ws, 0), "floor: the greeting call failed");
+        for reply in queue {
+            let ok = direct_call(&mut ws, 0);
+            reply.send(ok.then(|| r#"{"_args":{"Result":true}}"#.to_string()));
+        }
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let jobs = jobs.clone();
+            std::thread::spawn(move || floor_connection(stream, jobs));
+        }
+    });
+    addr
+}
+
+/// One keep-alive connection of the floor server: head, body, call, response, until EOF.
+fn floor_connection(
+    stream: TcpStream,
+    jobs: crossbeam_channel::Sender<chinaport_proxy::ukey::oneshot::Sender<Option<String>>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (reply, answer) = chinaport_proxy::ukey::oneshot::slot();
+        if jobs.send(reply).is_err() {
+            return;
+        }
+        let Ok(Some(text)) = answer.recv_deadline(Instant::now() + Duration::from_secs(10)) else {
+            return;
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
 }
