@@ -168,6 +168,12 @@ impl Webhooks {
         Ok((hooks, Some(handle)))
     }
 
+    /// Whether audit records are sent at all (`webhook.audit_url` is set): without it a request
+    /// is not summarised for one.
+    pub fn audits(&self) -> bool {
+        self.audit
+    }
+
     /// Journals an audit record (before the response is sent) and wakes the sender.
     pub fn audit(&self, a: Audit<'_>) {
         if !self.audit {
