@@ -7,8 +7,8 @@
 //!   64 and 128 clients, next to one direct WebSocket client calling it back to back, which is
 //!   the physical limit. Prints card utilisation (proxy ÷ direct), p50/p99/max latency and 503s.
 //!
-//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_MODE` = `zero`, `card` or
-//! `all` (default); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CLIENTS` its
+//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_MODE` = `zero`, `card`,
+//! `all` (default) or `floor` (the floor alone); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CLIENTS` its
 //! client counts (comma-separated, default `1,16,64`), `BENCH_CARD_SECONDS`
 //! each realistic-card run's (default 15).
 
@@ -299,6 +299,20 @@ fn main() {
     let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "all".into());
     if mode == "zero" || mode == "all" {
         zero_latency(env_f64("BENCH_SECONDS", 2.0));
+    }
+    if mode == "floor" {
+        // the floor alone, so that its threads' CPU per call can be read from /proc
+        let sim = bench_simulator();
+        let floor = start_floor(&sim);
+        for clients in bench_clients() {
+            let run = drive(
+                clients,
+                env_f64("BENCH_SECONDS", 2.0),
+                |_| HttpClient::new(floor),
+                HttpClient::call,
+            );
+            println!("floor alone, {clients} clients: {:.0} rps", run.rps);
+        }
     }
     if mode == "card" || mode == "all" {
         realistic_card(env_f64("BENCH_CARD_SECONDS", 15.0));
@@ -593,20 +607,36 @@ fn start_floor(sim: &Simulator) -> SocketAddr {
         Some(chinaport_proxy::ukey::conn::websocket_config()),
     )
     .expect("floor websocket");
-    std::thread::spawn(move || {
-        let mut ws: SharedWs = Arc::new(Mutex::new((ws, 2_000_000)));
-        assert!(direct_call(&mut ws, 0), "floor: the greeting call failed");
-        for reply in queue {
-            let ok = direct_call(&mut ws, 0);
-            reply.send(ok.then(|| r#"{"_args":{"Result":true}}"#.to_string()));
-        }
-    });
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let jobs = jobs.clone();
-            std::thread::spawn(move || floor_connection(stream, jobs));
-        }
-    });
+    // named, so that their CPU can be told apart in /proc/<pid>/task/*/stat (BENCH_MODE=floor)
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .expect("floor thread")
+    };
+    spawn(
+        "floor-card",
+        Box::new(move || {
+            let mut ws: SharedWs = Arc::new(Mutex::new((ws, 2_000_000)));
+            assert!(direct_call(&mut ws, 0), "floor: the greeting call failed");
+            for reply in queue {
+                let ok = direct_call(&mut ws, 0);
+                reply.send(ok.then(|| r#"{"_args":{"Result":true}}"#.to_string()));
+            }
+        }),
+    );
+    spawn(
+        "floor-accept",
+        Box::new(move || {
+            for stream in listener.incoming().flatten() {
+                let jobs = jobs.clone();
+                spawn(
+                    "floor-conn",
+                    Box::new(move || floor_connection(stream, jobs)),
+                );
+            }
+        }),
+    );
     addr
 }
 
