@@ -130,27 +130,10 @@ impl HttpClient {
             return None;
         }
         let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
-        let (mut len, mut retry) = (0usize, None);
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                } else if k.eq_ignore_ascii_case("retry-after") {
-                    retry = v.trim().parse().ok();
-                }
-            }
-        }
-        let mut body = vec![0; len];
+        let head = read_head(&mut self.reader)?;
+        let mut body = vec![0; head.content_length];
         self.reader.read_exact(&mut body).ok()?;
-        Some((status, retry))
+        Some((status, head.retry_after))
     }
 
     fn call(&mut self, n: usize) -> bool {
@@ -167,24 +150,43 @@ impl HttpClient {
         if self.reader.read_line(&mut status_line).is_err() {
             return false;
         }
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).is_err() || line.is_empty() {
-                return false;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
+        let Some(head) = read_head(&mut self.reader) else {
+            return false;
+        };
+        let mut body = vec![0; head.content_length];
+        self.reader.read_exact(&mut body).is_ok() && status_line.contains(" 200 ")
+    }
+}
+
+/// What the benchmark reads of a message head's header lines.
+struct Head {
+    content_length: usize,
+    retry_after: Option<u64>,
+}
+
+/// Reads header lines up to the blank line that ends them (the first line already read);
+/// `None` when the connection ended or failed first.
+fn read_head(reader: &mut impl BufRead) -> Option<Head> {
+    let mut head = Head {
+        content_length: 0,
+        retry_after: None,
+    };
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Some(head);
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                head.content_length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("retry-after") {
+                head.retry_after = v.trim().parse().ok();
             }
         }
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).is_ok() && status_line.contains(" 200 ")
     }
 }
 
@@ -332,9 +334,10 @@ fn bench_simulator() -> Simulator {
     .expect("simulator")
 }
 
-/// One direct client calling `sim` back to back for `secs`: the most a card can do.
-fn direct_serial(sim: &Simulator, secs: f64) -> usize {
-    let tcp = TcpStream::connect(sim.addr()).expect("direct tcp");
+/// A WebSocket straight to the simulator, with the proxy's own settings (`conn::websocket_config`),
+/// so that the direct side and the proxy read alike.
+fn direct_socket(sim: &Simulator) -> tungstenite::WebSocket<TcpStream> {
+    let tcp = TcpStream::connect(sim.addr()).expect("connect to the simulator");
     tcp.set_nodelay(true).unwrap();
     let (ws, _) = tungstenite::client::client_with_config(
         sim.url(),
@@ -342,6 +345,12 @@ fn direct_serial(sim: &Simulator, secs: f64) -> usize {
         Some(chinaport_proxy::ukey::conn::websocket_config()),
     )
     .expect("direct websocket");
+    ws
+}
+
+/// One direct client calling `sim` back to back for `secs`: the most a card can do.
+fn direct_serial(sim: &Simulator, secs: f64) -> usize {
+    let ws = direct_socket(sim);
     let mut ws: SharedWs = Arc::new(Mutex::new((ws, 1_000_000)));
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut n = 0;
@@ -477,14 +486,7 @@ fn zero_latency(secs: f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let tcp = TcpStream::connect(sim.addr()).expect("direct tcp");
-    tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client::client_with_config(
-        sim.url(),
-        tcp,
-        Some(chinaport_proxy::ukey::conn::websocket_config()),
-    )
-    .expect("direct websocket");
+    let ws = direct_socket(&sim);
     let ws: SharedWs = Arc::new(Mutex::new((ws, 1000)));
     // skip the greeting by doing one call
     assert!(direct_call(&mut ws.clone(), 0));
@@ -599,14 +601,7 @@ fn start_floor(sim: &Simulator) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("floor listener");
     let addr = listener.local_addr().expect("floor address");
     let (jobs, queue) = crossbeam_channel::bounded::<FloorJob>(1024);
-    let tcp = TcpStream::connect(sim.addr()).expect("floor card tcp");
-    tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client::client_with_config(
-        sim.url(),
-        tcp,
-        Some(chinaport_proxy::ukey::conn::websocket_config()),
-    )
-    .expect("floor websocket");
+    let ws = direct_socket(sim);
     // named, so that their CPU can be told apart in /proc/<pid>/task/*/stat (BENCH_MODE=floor)
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -650,26 +645,15 @@ fn floor_connection(
         return;
     };
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
     loop {
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
-            }
+        let mut request_line = String::new();
+        if !matches!(reader.read_line(&mut request_line), Ok(n) if n > 0) {
+            return;
         }
-        let mut body = vec![0; len];
+        let Some(head) = read_head(&mut reader) else {
+            return;
+        };
+        let mut body = vec![0; head.content_length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
