@@ -85,9 +85,14 @@ fn write_message_header<W>(
 where
     W: Write,
 {
+    // chinaport-proxy patch: the head is put together in memory and written at once. Written
+    // piece by piece, each of its twenty-odd small writes went through the boxed, mutex-guarded
+    // `SequentialWriter`: 5-6 % of a connection thread's user time under load.
+    let mut head = Vec::with_capacity(256);
+
     // writing status line
     write!(
-        &mut writer,
+        &mut head,
         "HTTP/{}.{} {} {}\r\n",
         http_version.0,
         http_version.1,
@@ -97,16 +102,16 @@ where
 
     // writing headers
     for header in headers.iter() {
-        writer.write_all(header.field.as_str().as_ref())?;
-        write!(&mut writer, ": ")?;
-        writer.write_all(header.value.as_str().as_ref())?;
-        write!(&mut writer, "\r\n")?;
+        head.extend_from_slice(header.field.as_str().as_ref());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(header.value.as_str().as_ref());
+        head.extend_from_slice(b"\r\n");
     }
 
     // separator between header and data
-    write!(&mut writer, "\r\n")?;
+    head.extend_from_slice(b"\r\n");
 
-    Ok(())
+    writer.write_all(&head)
 }
 
 fn choose_transfer_encoding(
