@@ -1,4 +1,4 @@
-//! Load benchmark (not a test), in two modes:
+//! Load benchmark (not a test). `BENCH_MODE` picks what runs:
 //! - `zero`: the proxy binary against a zero-latency UKey simulator, at 1, 16 and 64 concurrent
 //!   keep-alive HTTP clients, next to the same load sent straight over one WebSocket. Prints
 //!   requests/s, p50/p99 latency and the proxy's peak RSS, and a floor: a server of the proxy's
@@ -6,11 +6,12 @@
 //! - `card`: a realistic card (the simulator answering each call after 150 ms, one at a time) at
 //!   64 and 128 clients, next to one direct WebSocket client calling it back to back, which is
 //!   the physical limit. Prints card utilisation (proxy ÷ direct), p50/p99/max latency and 503s.
+//! - `all` (the default): `zero`, then `card`.
+//! - `floor`: the floor alone, so that its threads' CPU can be read from `/proc`.
 //!
-//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_MODE` = `zero`, `card`,
-//! `all` (default) or `floor` (the floor alone); `BENCH_SECONDS` sets each zero-latency run's length, `BENCH_CLIENTS` its
-//! client counts (comma-separated, default `1,16,64`), `BENCH_CARD_SECONDS`
-//! each realistic-card run's (default 15).
+//! Run: `cargo bench --bench load` (or `scripts/bench.sh`). `BENCH_SECONDS` sets each
+//! zero-latency (and floor) run's length, `BENCH_CLIENTS` their client counts (comma-separated,
+//! default `1,16,64`), `BENCH_CARD_SECONDS` each realistic-card run's (default 15).
 
 use chinaport_proxy::simulator::{SimOptions, Simulator};
 use serde_json::json;
@@ -573,7 +574,7 @@ fn zero_latency(secs: f64) {
     let hwm = rss_kb(child.id(), "VmHWM:").unwrap_or(0);
     let mb = |field: &str| rss_kb(child.id(), field).unwrap_or(0) as f64 / 1024.0;
     println!(
-        "proxy RSS: {:.1} MB at the end of the 64-client run, peak (VmHWM) {:.1} MB, target 8 MB",
+        "proxy RSS: {:.1} MB at most after a run, peak (VmHWM) {:.1} MB, target 8 MB",
         peak_rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
@@ -596,50 +597,40 @@ fn zero_latency(secs: f64) {
 /// logging, metrics, UUID or audit. It shows how much of a gap to the serial reference is the
 /// shape (threads, hand-offs, two sockets per call) and how much is the proxy's work.
 fn start_floor(sim: &Simulator) -> SocketAddr {
-    use chinaport_proxy::ukey::oneshot;
-    type FloorJob = oneshot::Sender<Option<String>>;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("floor listener");
     let addr = listener.local_addr().expect("floor address");
     let (jobs, queue) = crossbeam_channel::bounded::<FloorJob>(1024);
     let ws = direct_socket(sim);
-    // named, so that their CPU can be told apart in /proc/<pid>/task/*/stat (BENCH_MODE=floor)
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .expect("floor thread")
-    };
-    spawn(
-        "floor-card",
-        Box::new(move || {
-            let mut ws: SharedWs = Arc::new(Mutex::new((ws, 2_000_000)));
-            assert!(direct_call(&mut ws, 0), "floor: the greeting call failed");
-            for reply in queue {
-                let ok = direct_call(&mut ws, 0);
-                reply.send(ok.then(|| r#"{"_args":{"Result":true}}"#.to_string()));
-            }
-        }),
-    );
-    spawn(
-        "floor-accept",
-        Box::new(move || {
-            for stream in listener.incoming().flatten() {
-                let jobs = jobs.clone();
-                spawn(
-                    "floor-conn",
-                    Box::new(move || floor_connection(stream, jobs)),
-                );
-            }
-        }),
-    );
+    floor_thread("floor-card", move || {
+        let mut ws: SharedWs = Arc::new(Mutex::new((ws, 2_000_000)));
+        assert!(direct_call(&mut ws, 0), "floor: the greeting call failed");
+        for reply in queue {
+            let ok = direct_call(&mut ws, 0);
+            reply.send(ok.then(|| r#"{"_args":{"Result":true}}"#.to_string()));
+        }
+    });
+    floor_thread("floor-accept", move || {
+        for stream in listener.incoming().flatten() {
+            let jobs = jobs.clone();
+            floor_thread("floor-conn", move || floor_connection(stream, jobs));
+        }
+    });
     addr
 }
 
+/// What a floor connection hands its card thread: where the answer goes.
+type FloorJob = chinaport_proxy::ukey::oneshot::Sender<Option<String>>;
+
+/// A named thread, so that the floor's CPU can be told apart in `/proc/<pid>/task/*/stat`.
+fn floor_thread(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("floor thread");
+}
+
 /// One keep-alive connection of the floor server: head, body, call, response, until EOF.
-fn floor_connection(
-    stream: TcpStream,
-    jobs: crossbeam_channel::Sender<chinaport_proxy::ukey::oneshot::Sender<Option<String>>>,
-) {
+fn floor_connection(stream: TcpStream, jobs: crossbeam_channel::Sender<FloorJob>) {
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
