@@ -243,10 +243,8 @@ pub fn verify(
     v.key_name = parts.get("KeyName");
 
     // the digest: the document without its signature (the enveloped-signature transform)
-    let mut unsigned = doc.clone();
-    unsigned.root.children.remove(node_index);
     let digest_method = parts.attr("DigestMethod");
-    match digest_by(&digest_method, c14n::canonicalize(&unsigned).as_bytes()) {
+    match digest_by(&digest_method, c14n::canonicalize_without(&doc, Some(sig)).as_bytes()) {
         Some(d) if same_base64(&d, &parts.get("DigestValue")) => v.digest = true,
         Some(_) => v.errors.push(
             "DigestValue does not match the message: it was changed after signing, or digested in another form".into(),
@@ -356,11 +354,17 @@ impl SignatureParts {
             text: BTreeMap::new(),
             algorithm: BTreeMap::new(),
         };
-        parts.walk(sig);
+        // an explicit stack, in document order: no recursion over the tree (H2)
+        let mut stack = vec![sig];
+        while let Some(e) = stack.pop() {
+            parts.visit(e);
+            let children: Vec<&c14n::Element> = element_children(e).collect();
+            stack.extend(children.into_iter().rev());
+        }
         parts
     }
 
-    fn walk(&mut self, e: &c14n::Element) {
+    fn visit(&mut self, e: &c14n::Element) {
         let name = local(&e.name).to_string();
         let text: String = e
             .children
@@ -373,9 +377,6 @@ impl SignatureParts {
         self.text.entry(name.clone()).or_insert(text);
         if let Some((_, a)) = e.attrs.iter().find(|(k, _)| k == "Algorithm") {
             self.algorithm.entry(name).or_insert_with(|| a.clone());
-        }
-        for child in element_children(e) {
-            self.walk(child);
         }
     }
 
