@@ -15,7 +15,7 @@ use super::{
     AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
     replay_error,
 };
-use crate::config::ChecksumConfig;
+use crate::config::{ChecksumAlgorithm, ChecksumConfig, ChecksumVariant};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -97,7 +97,7 @@ fn feed_pairs(
 /// secret followed by the values in name order.
 fn digest(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> Tag {
     let (field, exclude) = (cfg.field.as_str(), cfg.exclude.as_slice());
-    if cfg.variant == "values" {
+    if cfg.variant == ChecksumVariant::Values {
         let mut h = Md5::new();
         h.update(secret.bytes());
         for_signed_fields(obj, field, exclude, |_, v| {
@@ -106,7 +106,7 @@ fn digest(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> Ta
             }
         });
         Tag::of(&h.finalize())
-    } else if cfg.algorithm == "hmac-sha256" {
+    } else if cfg.algorithm == ChecksumAlgorithm::HmacSha256 {
         let mut mac = secret.hmac(MacAlg::Sha256);
         feed_pairs(obj, field, exclude, secret.bytes(), |b| mac.update(b));
         mac.finish()
@@ -257,8 +257,8 @@ mod tests {
 
     fn cfg(variant: &str, algorithm: &str) -> ChecksumConfig {
         ChecksumConfig {
-            variant: variant.into(),
-            algorithm: algorithm.into(),
+            variant: ChecksumVariant::parse(variant).unwrap(),
+            algorithm: ChecksumAlgorithm::parse(algorithm).unwrap(),
             ..ChecksumConfig::default()
         }
     }

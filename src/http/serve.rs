@@ -37,7 +37,7 @@ pub fn handle(app: &App, mut request: Request) {
     let request_id = ex.request_id.clone();
     let mut reply = guarded(&request_id, || serve(app, &mut request, &path, &mut ex));
     reply.headers.append(&mut ex.response_headers);
-    if ex.scheme == "hmac" {
+    if ex.scheme == Some(crate::config::Scheme::Hmac) {
         reply
             .headers
             .push(("x-mg-code".into(), reply.status.to_string()));
