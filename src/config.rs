@@ -293,6 +293,10 @@ pub struct AuthConfig {
     pub scheme: Vec<Scheme>,
     /// Clients by id, each with its own key material.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// Replay protection: signatures and nonces remembered per client and scheme, each until
+    /// it could no longer pass the window (x-mg nonces: 24 h). A client past it is answered
+    /// 401 until its oldest expire; other clients are not affected. About 60 bytes each.
+    pub max_remembered_per_client: usize,
     pub hmac: HmacConfig,
     pub checksum: ChecksumConfig,
 }
@@ -304,6 +308,7 @@ impl Default for AuthConfig {
             max_skew_ms: 3000,
             scheme: vec![Scheme::Md5],
             clients: BTreeMap::new(),
+            max_remembered_per_client: crate::auth::replay::DEFAULT_CAPACITY_PER_CLIENT,
             hmac: HmacConfig::default(),
             checksum: ChecksumConfig::default(),
         }
@@ -727,7 +732,7 @@ impl Config {
             ));
         }
         Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
             ("server.workers", self.server.workers as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
@@ -740,6 +745,10 @@ impl Config {
             ("ukey.timeout_ms", self.ukey.timeout_ms),
             ("ukey.health_interval_s", self.ukey.health_interval_s),
             ("ukey.max_in_flight", self.ukey.max_in_flight as u64),
+            (
+                "auth.max_remembered_per_client",
+                self.auth.max_remembered_per_client as u64,
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -145,11 +145,12 @@ pub struct ChecksumScheme {
 }
 
 impl ChecksumScheme {
-    pub fn new(max_skew_ms: u64, config: ChecksumConfig) -> ChecksumScheme {
+    /// `remembered`: nonces and signatures kept per client (`auth.max_remembered_per_client`).
+    pub fn new(max_skew_ms: u64, config: ChecksumConfig, remembered: usize) -> ChecksumScheme {
         ChecksumScheme {
             max_skew_ms,
             config,
-            nonces: ReplayCache::default(),
+            nonces: ReplayCache::new(remembered),
         }
     }
 
@@ -227,9 +228,20 @@ impl ChecksumScheme {
             .find(|(_, secret)| matches(&obj, &self.config, secret, given))
             .map(|(id, _)| id.clone())
             .ok_or(AuthError::BadSignature)?;
-        let key = format!("{client}\n{nonce}");
+        // both the nonce and the signature: the signed string joins values (or pairs) with no
+        // unambiguous separator, so the same signature can come with the nonce split across
+        // an added field (M2); any such rearrangement signs the same string, so it has the same
+        // signature, which is remembered
+        // (hex in either case is accepted: one case is remembered)
+        let sig = given.to_ascii_lowercase();
+        let until = ts_ms.saturating_add(self.max_skew_ms + slack);
         self.nonces
-            .insert(key.as_bytes(), now_ms, 2 * self.max_skew_ms + 2000)
+            .remember(
+                &client,
+                &[&[b"nonce", nonce.as_bytes()], &[b"sign", sig.as_bytes()]],
+                now_ms,
+                until,
+            )
             .map_err(replay_error)?;
         obj.remove(field);
         let mut ok = Authenticated::client(client);

@@ -375,13 +375,18 @@ impl Authenticator {
         if clients.is_empty() {
             return Ok(None);
         }
+        let kept = config.max_remembered_per_client;
         Ok(Some(Authenticator {
             schemes: config.schemes().to_vec(),
             clients,
-            md5: md5::Md5Scheme::new(config.max_skew_ms),
-            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone()),
-            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms),
-            checksum: checksum::ChecksumScheme::new(config.max_skew_ms, config.checksum.clone()),
+            md5: md5::Md5Scheme::new(config.max_skew_ms, kept),
+            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone(), kept),
+            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms, kept),
+            checksum: checksum::ChecksumScheme::new(
+                config.max_skew_ms,
+                config.checksum.clone(),
+                kept,
+            ),
         }))
     }
 
