@@ -59,6 +59,18 @@ impl Exchange {
         crate::ukey::now_ms().saturating_sub(self.arrived.elapsed().as_millis() as u64)
     }
 
+    /// Whether the caller is this PC itself: exactly 127.0.0.1 or ::1. The rest of 127.0.0.0/8 is
+    /// treated as another host on purpose: nothing on this PC needs it, and it lets the tests
+    /// play a LAN host (127.0.0.2) against a real socket.
+    pub fn from_this_pc(&self) -> bool {
+        self.client_ip.is_some_and(|ip| match ip {
+            IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+            }
+        })
+    }
+
     /// The client address as text, for log lines and audit records.
     pub fn client_ip_text(&self) -> String {
         self.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
