@@ -30,7 +30,7 @@ pub struct ReplayCache {
 impl ReplayCache {
     /// Records `key` at `now_ms`, kept for `keep_ms`; refuses one already there.
     pub fn insert(&self, key: &[u8], now_ms: u64, keep_ms: u64) -> Result<(), Replay> {
-        let mut c = self.inner.lock().map_err(|_| Replay::Full)?;
+        let mut c = crate::sync::lock(&self.inner);
         while let Some((old, at)) = c.order.front() {
             if now_ms.saturating_sub(*at) <= keep_ms {
                 break;
@@ -52,7 +52,7 @@ impl ReplayCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner.lock().map(|c| c.seen.len()).unwrap_or(0)
+        crate::sync::lock(&self.inner).seen.len()
     }
 }
 
