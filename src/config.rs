@@ -442,6 +442,10 @@ pub struct WebhookConfig {
     pub sign_scheme: Option<Scheme>,
     /// The key id webhooks name (x-mg-secretid, keyid) for the hmac and httpsig schemes.
     pub key_id: String,
+    /// The first wait before a failed delivery is retried, in ms; it doubles up to `retry_max_ms`.
+    pub retry_first_ms: u64,
+    /// The longest wait between two delivery attempts, in ms.
+    pub retry_max_ms: u64,
 }
 
 impl Default for WebhookConfig {
@@ -455,6 +459,8 @@ impl Default for WebhookConfig {
             journal_max_bytes: 64 * 1024 * 1024,
             sign_scheme: None,
             key_id: "chinaport-proxy".into(),
+            retry_first_ms: 1000,
+            retry_max_ms: 60_000,
         }
     }
 }
