@@ -301,6 +301,10 @@ pub struct AuthConfig {
     pub checksum: ChecksumConfig,
 }
 
+/// Replay-memory entries kept per client and scheme unless `auth.max_remembered_per_client` says
+/// otherwise (the configuration owns the default; `auth::replay` uses it).
+pub const DEFAULT_REMEMBERED_PER_CLIENT: usize = 100_000;
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
@@ -308,7 +312,7 @@ impl Default for AuthConfig {
             max_skew_ms: 3000,
             scheme: vec![Scheme::Md5],
             clients: BTreeMap::new(),
-            max_remembered_per_client: crate::auth::replay::DEFAULT_CAPACITY_PER_CLIENT,
+            max_remembered_per_client: DEFAULT_REMEMBERED_PER_CLIENT,
             hmac: HmacConfig::default(),
             checksum: ChecksumConfig::default(),
         }
