@@ -301,6 +301,10 @@ pub struct AuthConfig {
     pub checksum: ChecksumConfig,
 }
 
+/// Replay-memory entries kept per client and scheme unless `auth.max_remembered_per_client` says
+/// otherwise (the configuration owns the default; `auth::replay` uses it).
+pub const DEFAULT_REMEMBERED_PER_CLIENT: usize = 100_000;
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
@@ -308,7 +312,7 @@ impl Default for AuthConfig {
             max_skew_ms: 3000,
             scheme: vec![Scheme::Md5],
             clients: BTreeMap::new(),
-            max_remembered_per_client: crate::auth::replay::DEFAULT_CAPACITY_PER_CLIENT,
+            max_remembered_per_client: DEFAULT_REMEMBERED_PER_CLIENT,
             hmac: HmacConfig::default(),
             checksum: ChecksumConfig::default(),
         }
@@ -442,6 +446,10 @@ pub struct WebhookConfig {
     pub sign_scheme: Option<Scheme>,
     /// The key id webhooks name (x-mg-secretid, keyid) for the hmac and httpsig schemes.
     pub key_id: String,
+    /// The first wait before a failed delivery is retried, in ms; it doubles up to `retry_max_ms`.
+    pub retry_first_ms: u64,
+    /// The longest wait between two delivery attempts, in ms.
+    pub retry_max_ms: u64,
 }
 
 impl Default for WebhookConfig {
@@ -455,6 +463,8 @@ impl Default for WebhookConfig {
             journal_max_bytes: 64 * 1024 * 1024,
             sign_scheme: None,
             key_id: "chinaport-proxy".into(),
+            retry_first_ms: 1000,
+            retry_max_ms: 60_000,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 /// Entries remembered per client and scheme unless `auth.max_remembered_per_client` says
 /// otherwise.
-pub const DEFAULT_CAPACITY_PER_CLIENT: usize = 100_000;
+pub const DEFAULT_CAPACITY_PER_CLIENT: usize = crate::config::DEFAULT_REMEMBERED_PER_CLIENT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {
@@ -92,7 +92,7 @@ impl ReplayCache {
         let keys: Vec<Key> = values.iter().map(|v| key_of(v)).collect();
         // a panic elsewhere while holding the lock leaves both maps consistent (each operation
         // below completes or leaves them as they were, allocation aside): keep serving
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = crate::sync::lock(&self.clients);
         let part = match clients.get_mut(client) {
             Some(p) => p,
             None => clients.entry(client.to_string()).or_default(),
@@ -115,7 +115,7 @@ impl ReplayCache {
 
     #[cfg(test)]
     fn len(&self, client: &str) -> usize {
-        let c = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let c = crate::sync::lock(&self.clients);
         c.get(client).map(|p| p.live.len()).unwrap_or(0)
     }
 }
