@@ -79,7 +79,7 @@ impl std::io::Write for Connection {
 }
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         match self {
             Self::Tcp(s) => s.peer_addr().map(Some),
             #[cfg(unix)]
@@ -123,6 +123,39 @@ impl Connection {
             Self::Tcp(s) => s.set_read_timeout(read),
             #[cfg(unix)]
             Self::Unix(s) => s.set_read_timeout(read),
+        }
+    }
+
+    /// chinaport-proxy patch: whether a whole request has already arrived (looked at without
+    /// being read, and without waiting).
+    pub(crate) fn holds_complete_request(&self) -> bool {
+        match self {
+            Self::Tcp(s) => {
+                if s.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                let seen = s.peek(&mut buf).unwrap_or(0);
+                let restored = s.set_nonblocking(false).is_ok();
+                restored && crate::util::admission::holds_complete_request(&buf[..seen])
+            }
+            #[cfg(unix)]
+            Self::Unix(_) => false,
+        }
+    }
+
+    /// chinaport-proxy patch: waits up to `grace` for a whole request to have arrived (looked
+    /// at every few milliseconds: a blocking peek returns at once while any byte is there).
+    pub(crate) fn wait_for_complete_request(&self, grace: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if self.holds_complete_request() {
+                return true;
+            }
+            if started.elapsed() >= grace {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
