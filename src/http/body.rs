@@ -38,7 +38,8 @@ pub fn read(request: &mut Request, limit: usize) -> Result<Vec<u8>, Reply> {
     {
         return Err(over_budget(request));
     }
-    let mut body = Vec::new();
+    // a declared length is allocated once, so what is held is what the budget counts
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
     let mut reserved = declared.unwrap_or(0);
     let mut chunk = [0u8; 8192];
     loop {
