@@ -140,12 +140,12 @@ fn run_client(program: &str, args: &[&str], proxy: &Proxy) -> serde_json::Value 
 
 #[test]
 fn the_readme_clients_are_accepted() {
-    let readme = std::fs::read_to_string("README.md").unwrap();
+    let readme = std::fs::read_to_string("docs/reference.md").unwrap();
     for file in ["sign.js", "sign.py", "sign.sh"] {
         let code = std::fs::read_to_string(format!("examples/clients/{file}")).unwrap();
         assert!(
             readme.replace("\r\n", "\n").contains(code.trim()),
-            "README's copy of examples/clients/{file} has drifted"
+            "docs/reference.md's copy of examples/clients/{file} has drifted"
         );
     }
     let sim = simulator();

@@ -37,7 +37,7 @@ pub fn handle(app: &App, mut request: Request) {
     let request_id = ex.request_id.clone();
     let mut reply = guarded(&request_id, || serve(app, &mut request, &path, &mut ex));
     reply.headers.append(&mut ex.response_headers);
-    if ex.scheme == "hmac" {
+    if ex.scheme == Some(crate::config::Scheme::Hmac) {
         reply
             .headers
             .push(("x-mg-code".into(), reply.status.to_string()));
@@ -74,7 +74,7 @@ fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Rep
         return Reply::error(503, "proxy is shutting down").with_header("Retry-After", "1");
     }
     let found = routes::find(request.method(), path);
-    let local = ex.client_ip.is_some_and(|ip| ip.is_loopback());
+    let local = ex.from_this_pc();
     if let Found::Route(route) = &found
         && (route.access == Access::Open || (route.access == Access::Local && local))
     {

@@ -5,6 +5,7 @@ pub mod conn;
 pub mod expiry;
 pub mod frame;
 pub mod lockout;
+pub mod methods;
 pub mod oneshot; // public for benches/load.rs, whose floor server waits the same way
 pub mod restart;
 mod run;

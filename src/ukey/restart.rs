@@ -207,7 +207,7 @@ fn run_bounded(command: &[String], limit: Duration) -> (Option<i32>, String, Opt
     let Some((program, args)) = command.split_first() else {
         return (None, String::new(), Some("no command".into()));
     };
-    let mut child = match Command::new(program)
+    let mut child = match crate::memory::for_child(&mut Command::new(program))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -63,17 +63,14 @@ fn signer_of(config: &crate::config::Config) -> Option<Signer> {
     if config.auth.app_secret.is_empty() {
         return None;
     }
-    let name = match config.webhook.sign_scheme.as_str() {
-        "" => config
-            .auth
-            .scheme
-            .first()
-            .map(String::as_str)
-            .unwrap_or("md5"),
-        s => s,
-    };
+    // `auth.scheme` is never empty (validated), so this fallback is only for form's sake
+    let scheme = config
+        .webhook
+        .sign_scheme
+        .or_else(|| config.auth.scheme.first().copied())
+        .unwrap_or(crate::config::Scheme::Md5);
     Some(Signer {
-        scheme: crate::auth::Scheme::parse(name).unwrap_or(crate::auth::Scheme::Md5),
+        scheme,
         key: crate::auth::outgoing::OutKey::Secret(crate::auth::Secret::new(
             config.auth.app_secret.as_bytes(),
         )),

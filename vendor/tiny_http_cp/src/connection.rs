@@ -144,21 +144,6 @@ impl Connection {
         }
     }
 
-    /// chinaport-proxy patch: waits up to `grace` for a whole request to have arrived (looked
-    /// at every few milliseconds: a blocking peek returns at once while any byte is there).
-    pub(crate) fn wait_for_complete_request(&self, grace: std::time::Duration) -> bool {
-        let started = std::time::Instant::now();
-        loop {
-            if self.holds_complete_request() {
-                return true;
-            }
-            if started.elapsed() >= grace {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

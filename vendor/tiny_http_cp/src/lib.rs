@@ -156,8 +156,9 @@ impl From<Request> for Message {
 }
 
 /// chinaport-proxy patch: how long a connection refused only because its host is at its
-/// pending limit may take to show a whole request, after which it is served after all.
-const PROMOTION_GRACE: Duration = Duration::from_millis(500);
+/// pending limit waits for its whole request, or for its host to drop below the limit, before
+/// it is refused after all.
+const PROMOTION_GRACE: Duration = Duration::from_secs(1);
 
 /// chinaport-proxy patch: what a connection's thread needs to serve it.
 struct Front {
@@ -168,6 +169,29 @@ struct Front {
 }
 
 impl Front {
+    /// Waits up to `PROMOTION_GRACE` for a whole request to arrive on `sock` (`Some(None)`) or
+    /// for its host to drop below its pending limit (`Some(Some(slot))`), looking every few
+    /// milliseconds; `None`: neither, refuse it.
+    fn wait_for_turn(
+        &self,
+        sock: &Connection,
+        ip: Option<IpAddr>,
+    ) -> Option<Option<util::admission::PendingSlot>> {
+        let started = std::time::Instant::now();
+        loop {
+            if sock.holds_complete_request() {
+                return Some(None);
+            }
+            if let Some(slot) = ip.and_then(|ip| self.admission.try_pending(ip)) {
+                return Some(Some(slot));
+            }
+            if started.elapsed() >= PROMOTION_GRACE {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Serves `sock` until it ends, then closes it with a lingering close.
     fn serve(
         &self,
@@ -358,12 +382,15 @@ impl Server {
                     } => {
                         tasks_pool.spawn(Box::new(move || {
                             // its host is at its pending limit: its request may still be on
-                            // the way (a batch opening many connections at once)
-                            if promotable && sock.wait_for_complete_request(PROMOTION_GRACE) {
-                                if let Some(slot) = front.admission.promote() {
-                                    drop(refusal);
-                                    front.serve(sock, ip, &slot, None);
-                                    return;
+                            // the way, or the host's other connections about to complete theirs
+                            // (a batch opening many connections at once)
+                            if promotable {
+                                if let Some(pending) = front.wait_for_turn(&sock, ip) {
+                                    if let Some(slot) = front.admission.promote() {
+                                        drop(refusal);
+                                        front.serve(sock, ip, &slot, pending);
+                                        return;
+                                    }
                                 }
                             }
                             util::refuse::refuse(sock, &front.limits.over_capacity_response);

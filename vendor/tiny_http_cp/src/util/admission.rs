@@ -81,24 +81,11 @@ impl Admission {
         } else {
             match ip {
                 None => Some(None),
-                Some(ip) => {
-                    let mut map = lock(&self.pending);
-                    let n = map.entry(ip).or_insert(0);
-                    if *n < self.max_pending_per_ip {
-                        *n += 1;
-                        Some(Some(PendingSlot {
-                            admission: self.clone(),
-                            ip,
-                        }))
-                    } else {
-                        drop(map);
-                        if complete_request_waiting() {
-                            Some(None)
-                        } else {
-                            None
-                        }
-                    }
-                }
+                Some(ip) => match self.try_pending(ip) {
+                    Some(slot) => Some(Some(slot)),
+                    None if complete_request_waiting() => Some(None),
+                    None => None,
+                },
             }
         };
         match pending {
@@ -115,8 +102,23 @@ impl Admission {
         }
     }
 
+    /// Counts one more pending connection of `ip`, unless it is at its limit.
+    pub(crate) fn try_pending(self: &Arc<Self>, ip: IpAddr) -> Option<PendingSlot> {
+        let mut map = lock(&self.pending);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_pending_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
     /// A slot for a connection refused only for its host's pending limit, whose whole request
-    /// has since arrived; `None` when the server is full by now.
+    /// has since arrived or whose host has since dropped below its limit; `None` when the
+    /// server is full by now.
     pub(crate) fn promote(self: &Arc<Self>) -> Option<ConnectionSlot> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
             self.open.fetch_sub(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@
 //!   (from 16 addresses), then with 64 bodies of 2 MiB pending: the figures of docs/limits.md.
 //! - `all` (the default): both.
 //!
-//! Run: `cargo bench --bench front`. `BENCH_CONNECTIONS` sets N for `memory` (default 512).
+//! Run: `cargo bench --bench hostile`. `BENCH_CONNECTIONS` sets N for `memory` (default 512).
 
 use chinaport_proxy::simulator::{SimOptions, Simulator};
 use serde_json::json;
