@@ -46,7 +46,7 @@ fn start_proxy(
     let child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
         .arg("-config")
         .arg(&path)
-        .env("RUST_LOG", "chinaport_proxy=warn")
+        .env("RUST_LOG", "chinaport_proxy=info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -186,9 +186,11 @@ fn memory(sim: &Simulator, dir: &std::path::Path) {
     std::thread::sleep(Duration::from_millis(500));
     let pid = child.id();
     let base = settled_rss(pid);
-    // 32 KiB heads without their end, 32 per address (the pending limit)
-    let line = format!("X-Filler: {}\r\n", "a".repeat(8000));
-    let head = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}", line.repeat(3));
+    // heads of almost 32 KiB (the most one may be) without their end, 32 per address (the
+    // pending limit)
+    let line = format!("X-Filler: {}\r\n", "a".repeat(7900));
+    let head = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}", line.repeat(4));
+    assert!(head.len() < 32 * 1024);
     let mut held = Vec::new();
     for i in 0..n {
         let from = [127, 0, 1, 1 + (i / 32) as u8];
@@ -220,8 +222,9 @@ fn memory(sim: &Simulator, dir: &std::path::Path) {
     println!("memory: the proxy's RSS (VmRSS)");
     println!("  idle:                                   {:8} KB", base);
     println!(
-        "  {} connections, 32 KiB head each:      {:8} KB   ({:.1} KB per connection)",
+        "  {} connections, {} B head each:  {:8} KB   ({:.1} KB per connection)",
         held.len().max(n),
+        head.len(),
         heads,
         (heads.saturating_sub(base)) as f64 / n as f64
     );
