@@ -520,6 +520,7 @@ fn fuzzed_request_heads_get_a_well_formed_answer_or_a_close_and_never_a_hang() {
         })
         .collect();
     let cases: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    eprintln!("{cases} fuzzed heads against the binary");
     assert!(cases > 50, "only {cases} cases ran");
     assert_eq!(
         proxy.get("/health").status,

@@ -422,4 +422,85 @@ mod test {
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
     }
+
+    /// chinaport-proxy patch (#32.4): the real parser, fed mutated and random heads through a
+    /// socket pair with a fixed-seed generator: it never panics, every request it yields can be
+    /// read and answered, and each connection ends (no read waits past the input's end).
+    #[cfg(unix)]
+    #[test]
+    fn mutated_heads_never_panic_or_hang_the_parser() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        use std::time::{Duration, Instant};
+
+        const SEEDS: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /rpc HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab",
+        ];
+        const SPECIAL: [u8; 9] = [b'\r', b'\n', b':', b' ', 0, 0xff, b'\t', b'0', b'-'];
+        let mut state: u64 = 0x5EED_1234_ABCD_0001;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let started = Instant::now();
+        let mut cases = 0;
+        while started.elapsed() < Duration::from_secs(1) {
+            let mut input = SEEDS[(next() % SEEDS.len() as u64) as usize].to_vec();
+            for _ in 0..1 + next() % 8 {
+                let at = (next() % (input.len() as u64 + 1)) as usize;
+                let byte = if next() % 2 == 0 {
+                    SPECIAL[(next() % SPECIAL.len() as u64) as usize]
+                } else {
+                    next() as u8
+                };
+                match next() % 4 {
+                    0 if at < input.len() => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    2 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.truncate(at.max(1)),
+                }
+            }
+            let (server, mut client) = UnixStream::pair().unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            client.write_all(&input).unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let (read, write) =
+                crate::util::RefinedTcpStream::new(crate::connection::Connection::from(server))
+                    .unwrap();
+            let connection = super::ClientConnection::with_options(
+                write,
+                read,
+                super::ConnectionOptions::default(),
+            );
+            let case = Instant::now();
+            for mut rq in connection {
+                let mut body = Vec::new();
+                let _ = rq.as_reader().take(1 << 20).read_to_end(&mut body);
+                let _ = rq.respond(crate::Response::from_string("ok"));
+                assert!(case.elapsed() < Duration::from_secs(2), "{:?}", input);
+            }
+            assert!(case.elapsed() < Duration::from_secs(2), "{:?}", input);
+            let mut answer = Vec::new();
+            let _ = client.read_to_end(&mut answer);
+            assert!(
+                answer.is_empty() || answer.starts_with(b"HTTP/1."),
+                "{:?} answered {:?}",
+                String::from_utf8_lossy(&input),
+                String::from_utf8_lossy(&answer)
+            );
+            cases += 1;
+        }
+        eprintln!("{} mutated heads parsed", cases);
+        assert!(cases > 100, "only {} cases", cases);
+    }
 }
