@@ -238,9 +238,12 @@ pub struct ServerConfig {
     /// Kept so that older configuration files still load; it has no effect: every connection is
     /// served on its own thread, bounded by `max_connections` and `max_connections_per_ip`.
     pub workers: usize,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Connections served at once; one more is answered 503 (after its request is read) and
+    /// closed.
     pub max_connections: usize,
-    /// Connections open at once from one client address; one more is answered 503 and closed.
+    /// Connections one client address may hold without a complete request (half-open, slow
+    /// head, slow body); one more is answered 503 the same way. Its calls waiting for the card
+    /// do not count.
     pub max_connections_per_ip: usize,
     /// A connection that sends nothing for this long while no request of its own is being
     /// answered is closed: idle keep-alive, or a slow head or body. Never while it waits for
@@ -248,6 +251,9 @@ pub struct ServerConfig {
     pub read_timeout_ms: u64,
     /// A request head must be complete this long after its first byte.
     pub header_timeout_ms: u64,
+    /// A request body must be complete this long after its head, however steadily it trickles;
+    /// else 408 and the connection is closed.
+    pub body_timeout_ms: u64,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
     /// The status page at `GET /` (open to this PC, signed from elsewhere).
@@ -504,6 +510,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 32,
             read_timeout_ms: 15_000,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             status_page: true,
         }
@@ -813,11 +820,12 @@ impl Config {
             ));
         }
         Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("server.workers", self.server.workers as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip as u64,

@@ -9,7 +9,7 @@
 //! occupied).
 //!
 //! ```no_run
-//! let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+//! let server = tiny_http_cp::Server::http("0.0.0.0:0").unwrap();
 //! ```
 //!
 //! A newly-created `Server` will immediately start listening for incoming connections and HTTP
@@ -21,7 +21,7 @@
 //! This function returns an `IoResult<Request>`, so you need to handle the possible errors.
 //!
 //! ```no_run
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+//! # let server = tiny_http_cp::Server::http("0.0.0.0:0").unwrap();
 //!
 //! loop {
 //!     // blocks until the next request is received
@@ -41,7 +41,7 @@
 //! ```no_run
 //! # use std::sync::Arc;
 //! # use std::thread;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+//! # let server = tiny_http_cp::Server::http("0.0.0.0:0").unwrap();
 //! let server = Arc::new(server);
 //! let mut guards = Vec::with_capacity(4);
 //!
@@ -74,7 +74,7 @@
 //! ```no_run
 //! # use std::fs::File;
 //! # use std::path::Path;
-//! let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
+//! let response = tiny_http_cp::Response::from_file(File::open(&Path::new("image.png")).unwrap());
 //! ```
 //!
 //! All that remains to do is call `request.respond()`:
@@ -82,48 +82,42 @@
 //! ```no_run
 //! # use std::fs::File;
 //! # use std::path::Path;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+//! # let server = tiny_http_cp::Server::http("0.0.0.0:0").unwrap();
 //! # let request = server.recv().unwrap();
-//! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
+//! # let response = tiny_http_cp::Response::from_file(File::open(&Path::new("image.png")).unwrap());
 //! let _ = request.respond(response);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![allow(clippy::match_like_matches_macro)]
-// chinaport-proxy patch: a vendored dependency; its upstream lints are not ours to fix
-#![allow(warnings, clippy::all)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
 
 use std::error::Error;
 use std::io::Error as IoError;
-use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use client::ClientConnection;
+use client::{ClientConnection, ConnectionOptions};
 use connection::Connection;
+use util::admission::{Admission, Decision};
 use util::MessagesQueue;
 
+pub use client::MAX_HEAD_BYTES;
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::budget::{MemoryBudget, Reservation};
 
 mod client;
 mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
 mod test;
 mod util;
 
@@ -161,11 +155,97 @@ impl From<Request> for Message {
     }
 }
 
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
+/// chinaport-proxy patch: how long a connection refused only because its host is at its
+/// pending limit waits for its whole request, or for its host to drop below the limit, before
+/// it is refused after all.
+const PROMOTION_GRACE: Duration = Duration::from_secs(1);
+
+/// chinaport-proxy patch: what a connection's thread needs to serve it.
+struct Front {
+    limits: ConnectionLimits,
+    admission: Arc<Admission>,
+    handler: Option<RequestHandler>,
+    messages: Arc<MessagesQueue<Message>>,
+}
+
+impl Front {
+    /// Waits up to `PROMOTION_GRACE` for a whole request to arrive on `sock` (`Some(None)`) or
+    /// for its host to drop below its pending limit (`Some(Some(slot))`), looking every few
+    /// milliseconds; `None`: neither, refuse it.
+    fn wait_for_turn(
+        &self,
+        sock: &Connection,
+        ip: Option<IpAddr>,
+    ) -> Option<Option<util::admission::PendingSlot>> {
+        let started = std::time::Instant::now();
+        loop {
+            if sock.holds_complete_request() {
+                return Some(None);
+            }
+            if let Some(slot) = ip.and_then(|ip| self.admission.try_pending(ip)) {
+                return Some(Some(slot));
+            }
+            if started.elapsed() >= PROMOTION_GRACE {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Serves `sock` until it ends, then closes it with a lingering close.
+    fn serve(
+        &self,
+        sock: Connection,
+        ip: Option<IpAddr>,
+        _slot: &util::admission::ConnectionSlot,
+        pending: Option<util::admission::PendingSlot>,
+    ) {
+        let limits = &self.limits;
+        // chinaport-proxy patch: bound idle and slow clients
+        if sock
+            .set_timeouts(limits.read_timeout, limits.write_timeout)
+            .is_err()
+        {
+            return;
+        }
+        let (Ok(deadlines), Ok(mut lingering)) = (sock.try_clone(), sock.try_clone()) else {
+            return;
+        };
+        let Ok((read_closable, write_closable)) = util::RefinedTcpStream::new(sock) else {
+            return;
+        };
+        let client = ClientConnection::with_options(
+            write_closable,
+            read_closable,
+            ConnectionOptions {
+                socket: Some(deadlines),
+                header_timeout: limits.header_timeout,
+                body_timeout: limits.body_timeout,
+                idle_timeout: limits.read_timeout,
+                pending,
+                pending_source: self.admission.pending_source(ip),
+                budget: Some(self.admission.budget().clone()),
+            },
+        );
+        match &self.handler {
+            Some(handler) => {
+                // chinaport-proxy patch: answered here, one after the other; then the client
+                // reads the last answer before the close
+                client.for_each(|rq| handler(rq));
+                util::refuse::linger(&mut lingering);
+            }
+            // upstream's queue: the answers are written later, by whoever took the requests,
+            // and the write half's drop ends the connection
+            None => client.for_each(|rq| self.messages.push(rq.into())),
+        }
+    }
+}
+
+// the server is shared between threads
+const _: fn() = || {
+    fn shared<T: Sync + Send>() {}
+    shared::<Server>();
+};
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -176,18 +256,6 @@ pub struct IncomingRequests<'a> {
 pub struct ServerConfig {
     /// The addresses to try to listen to.
     pub addr: ConfigListenAddr,
-
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
-}
-
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
 }
 
 impl Server {
@@ -199,23 +267,6 @@ impl Server {
     {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
-        })
-    }
-
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
         })
     }
 
@@ -227,14 +278,13 @@ impl Server {
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener(listener)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -243,9 +293,8 @@ impl Server {
     /// such as from systemd. For other cases, you probably want the `new()` function.
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
+        Self::from_listener_with_limits(listener, ConnectionLimits::default())
     }
 
     /// chinaport-proxy patch: like `from_listener_with_limits`, but every request is handed to
@@ -259,174 +308,97 @@ impl Server {
         limits: ConnectionLimits,
         handler: RequestHandler,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::start(listener, None, limits, Some(handler))
+        Self::start(listener, limits, Some(handler))
     }
 
-    /// chinaport-proxy patch: like `from_listener`, but with at most
-    /// `limits.max_connections` connections open at once. A connection over the cap is
-    /// answered with `limits.over_capacity_response` (raw bytes) and closed at once, so
-    /// no thread is spawned for it.
+    /// chinaport-proxy patch: like `from_listener`, but within `limits` (see
+    /// `ConnectionLimits`).
     pub fn from_listener_with_limits<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
         limits: ConnectionLimits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::start(listener, ssl_config, limits, None)
+        Self::start(listener, limits, None)
     }
 
     fn start<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
         limits: ConnectionLimits,
         handler: Option<RequestHandler>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
-        let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let per_ip = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let server = listener.into();
+        let local_addr = server.local_addr()?;
+        log::debug!("Server listening on {}", local_addr);
+        let budget = Arc::new(MemoryBudget::new(limits.memory_budget));
+        let admission = Admission::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            budget,
+        );
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
-
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
 
         // creating a task where server.accept() is continuously called
         // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
 
         let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
+        let front = Arc::new(Front {
+            limits,
+            admission,
+            handler,
+            messages: messages.clone(),
+        });
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let mut slot = None;
-                let new_client = match server.accept() {
-                    Ok((mut sock, _))
-                        if open_connections.load(Relaxed) >= limits.max_connections =>
-                    {
-                        // over the cap: answer without a thread and close
-                        use std::io::Write;
-                        let _ = sock.write_all(&limits.over_capacity_response);
-                        let _ = sock.flush();
-                        continue;
-                    }
-                    Ok((mut sock, _)) => {
-                        // chinaport-proxy patch: one address may hold only so many connections,
-                        // so one host cannot take every slot from the others
-                        let ip = sock.peer_addr().ok().flatten().map(|a| a.ip());
-                        match ConnectionSlot::take(&open_connections, &per_ip, ip, limits.max_connections_per_ip) {
-                            Some(s) => slot = Some(s),
-                            None => {
-                                use std::io::Write;
-                                let _ = sock.write_all(&limits.over_capacity_response);
-                                let _ = sock.flush();
-                                continue;
-                            }
-                        }
-                        // chinaport-proxy patch: bound idle and slow clients
-                        if sock
-                            .set_timeouts(limits.read_timeout, limits.write_timeout)
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        let timeouts = sock.try_clone().ok();
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::with_head_deadline(
-                            write_closable,
-                            read_closable,
-                            timeouts,
-                            limits.header_timeout,
-                            limits.read_timeout,
-                        ))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let handler = handler.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            let _slot = &slot;
-                            if let Some(handler) = &handler {
-                                // chinaport-proxy patch: answered here, one after the other
-                                for rq in client.take().into_iter().flatten() {
-                                    handler(rq);
-                                }
-                            } else if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
+                let sock = match server.accept() {
+                    Ok((sock, _)) => sock,
                     // chinaport-proxy patch: one failed accept (a client that reset before we
                     // took it, or file descriptors running out under a flood) must not end the
                     // accept loop for good; pause briefly so a persistent error cannot spin.
                     Err(e) => {
                         log::warn!("Error accepting new client: {}", e);
-                        thread::sleep(std::time::Duration::from_millis(10));
+                        thread::sleep(Duration::from_millis(10));
                         continue;
+                    }
+                };
+                let ip: Option<IpAddr> = sock.peer_addr().ok().flatten().map(|a| a.ip());
+                // chinaport-proxy patch: admission (util/admission.rs); a refused connection
+                // reads its request and is answered on a thread of its own (util/refuse.rs)
+                let decision = front.admission.decide(ip, || sock.holds_complete_request());
+                let front = front.clone();
+                match decision {
+                    Decision::Serve { slot, pending } => {
+                        tasks_pool.spawn(Box::new(move || {
+                            front.serve(sock, ip, &slot, pending);
+                        }));
+                    }
+                    Decision::Refuse {
+                        refusal,
+                        promotable,
+                    } => {
+                        tasks_pool.spawn(Box::new(move || {
+                            // its host is at its pending limit: its request may still be on
+                            // the way, or the host's other connections about to complete theirs
+                            // (a batch opening many connections at once)
+                            if promotable {
+                                if let Some(pending) = front.wait_for_turn(&sock, ip) {
+                                    if let Some(slot) = front.admission.promote() {
+                                        drop(refusal);
+                                        front.serve(sock, ip, &slot, pending);
+                                        return;
+                                    }
+                                }
+                            }
+                            util::refuse::refuse(sock, &front.limits.over_capacity_response);
+                            drop(refusal);
+                        }));
+                    }
+                    Decision::RefuseNow => {
+                        util::refuse::refuse_now(sock, &front.limits.over_capacity_response);
                     }
                 }
             }
@@ -455,18 +427,12 @@ impl Server {
         self.listening_addr.clone()
     }
 
-    /// Returns the number of clients currently connected to the server.
-    pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
-    }
-
     /// Blocks until an HTTP request has been submitted and returns it.
     pub fn recv(&self) -> IoResult<Request> {
         match self.messages.pop() {
             Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+            None => Err(IoError::other("thread unblocked")),
         }
     }
 
@@ -554,22 +520,31 @@ impl Drop for Server {
 /// chinaport-proxy patch: what `from_listener_with_handler` calls for every request.
 pub type RequestHandler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
 
-/// chinaport-proxy patch: limits applied by the accept loop.
+/// chinaport-proxy patch: limits applied by the accept loop and each connection.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
-    /// Connections open at once; one more is answered `over_capacity_response` and closed.
+    /// Connections served at once; one more is refused with `over_capacity_response`.
     pub max_connections: usize,
-    /// Connections open at once from one client address; one more is answered
-    /// `over_capacity_response` and closed.
+    /// Connections one client address may hold *without a complete request* (not yet sent a
+    /// whole request, or in the middle of a head or body); one more is refused the same way
+    /// (unless its whole request has already arrived). Connections whose request is complete
+    /// do not count: one host's parallel calls are not capped.
     pub max_connections_per_ip: usize,
     /// A request head must be complete this long after its first byte, else 408 and close.
-    pub header_timeout: Option<std::time::Duration>,
-    /// Raw HTTP response written to a connection refused for being over the cap.
+    pub header_timeout: Option<Duration>,
+    /// A request body must be complete this long after its head, else 408 and close.
+    pub body_timeout: Option<Duration>,
+    /// Raw HTTP response written to a refused connection, after its request has been read
+    /// (within bounds); the connection is then closed with a lingering close.
     pub over_capacity_response: Vec<u8>,
     /// Read timeout of every accepted connection: an idle or slow client is cut after it.
-    pub read_timeout: Option<std::time::Duration>,
-    /// Write timeout of every accepted connection.
-    pub write_timeout: Option<std::time::Duration>,
+    pub read_timeout: Option<Duration>,
+    /// Write timeout of every accepted connection; an answer not written within it closes
+    /// the connection.
+    pub write_timeout: Option<Duration>,
+    /// Bytes of request heads and bodies held at once across all connections (heads here,
+    /// bodies through `Request::reserve_body`); past it, 503.
+    pub memory_budget: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -578,58 +553,11 @@ impl Default for ConnectionLimits {
             max_connections: usize::MAX,
             max_connections_per_ip: usize::MAX,
             header_timeout: None,
+            body_timeout: None,
             read_timeout: None,
             write_timeout: None,
             over_capacity_response: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec(),
-        }
-    }
-}
-
-type PerIp = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
-
-/// Counts one open connection, in all and for its address, for as long as it lives.
-struct ConnectionSlot {
-    total: Arc<std::sync::atomic::AtomicUsize>,
-    per_ip: PerIp,
-    ip: Option<std::net::IpAddr>,
-}
-
-impl ConnectionSlot {
-    /// `None` when the address already holds `max_per_ip` connections.
-    fn take(
-        total: &Arc<std::sync::atomic::AtomicUsize>,
-        per_ip: &PerIp,
-        ip: Option<std::net::IpAddr>,
-        max_per_ip: usize,
-    ) -> Option<ConnectionSlot> {
-        if let Some(ip) = ip {
-            let mut map = per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(ip).or_insert(0);
-            if *n >= max_per_ip {
-                return None;
-            }
-            *n += 1;
-        }
-        total.fetch_add(1, Relaxed);
-        Some(ConnectionSlot {
-            total: total.clone(),
-            per_ip: per_ip.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.total.fetch_sub(1, Relaxed);
-        if let Some(ip) = self.ip {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
+            memory_budget: usize::MAX,
         }
     }
 }

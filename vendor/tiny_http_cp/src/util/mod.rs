@@ -3,18 +3,21 @@ pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
+pub use self::sequential::SequentialWriterBuilder;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
-pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+pub(crate) mod admission;
+pub(crate) mod budget;
 mod custom_stream;
 mod equal_reader;
 mod fused_reader;
 pub(crate) mod head_deadline;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
+pub(crate) mod refuse;
 mod sequential;
 mod task_pool;
 

@@ -3,9 +3,11 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
-use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::util::head_deadline::HeadClock;
+use crate::Reservation;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -56,9 +58,6 @@ pub struct Request {
 
     remote_addr: Option<SocketAddr>,
 
-    // true if HTTPS, false if HTTP
-    secure: bool,
-
     method: Method,
 
     path: String,
@@ -72,35 +71,14 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
-
     // chinaport-proxy patch: when the request's head had been read
     arrived: std::time::Instant,
-}
 
-struct NotifyOnDrop<R> {
-    sender: Sender<()>,
-    inner: R,
-}
+    // chinaport-proxy patch: the connection's deadlines and pending count
+    clock: Option<Arc<HeadClock>>,
 
-impl<R: Read> Read for NotifyOnDrop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-impl<R: Write> Write for NotifyOnDrop<R> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-impl<R> Drop for NotifyOnDrop<R> {
-    fn drop(&mut self) {
-        self.sender.send(()).unwrap();
-    }
+    // chinaport-proxy patch: the head's (and body's) bytes held against the memory budget
+    held: Option<Reservation>,
 }
 
 /// Error that can happen when building a `Request` object.
@@ -111,11 +89,82 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// chinaport-proxy patch: the body's length cannot be known for sure (status, reason).
+    BadFraming(u16, &'static str),
+
+    /// chinaport-proxy patch: the memory budget has no room for the body.
+    OverBudget,
 }
 
 impl From<IoError> for RequestCreationError {
     fn from(err: IoError) -> RequestCreationError {
         RequestCreationError::CreationIoError(err)
+    }
+}
+
+/// chinaport-proxy patch: what `new_request` is built from, besides the streams.
+pub(crate) struct RequestParts {
+    pub method: Method,
+    pub path: String,
+    pub version: HTTPVersion,
+    pub headers: Vec<Header>,
+    pub remote_addr: Option<SocketAddr>,
+    pub clock: Option<Arc<HeadClock>>,
+    pub held: Option<Reservation>,
+}
+
+/// chinaport-proxy patch: how the body is delimited (RFC 9112 section 6), strictly: a
+/// request whose framing a front proxy could read differently is refused, not guessed at
+/// (finding L5, request smuggling).
+fn framing(headers: &[Header]) -> Result<Option<usize>, RequestCreationError> {
+    let bad = |why| Err(RequestCreationError::BadFraming(400, why));
+    let mut encodings = headers
+        .iter()
+        .filter(|h| h.field.equiv("Transfer-Encoding"));
+    let mut lengths = headers.iter().filter(|h| h.field.equiv("Content-Length"));
+    if let Some(te) = encodings.next() {
+        if !te.value.as_str().trim().eq_ignore_ascii_case("chunked") || encodings.next().is_some() {
+            return Err(RequestCreationError::BadFraming(
+                501,
+                "the only Transfer-Encoding supported is chunked",
+            ));
+        }
+        if lengths.next().is_some() {
+            return bad("a request may not carry both Transfer-Encoding and Content-Length");
+        }
+        return Ok(None);
+    }
+    let mut length = None;
+    for h in lengths {
+        let text = h.value.as_str().trim();
+        let n = match text.parse::<usize>() {
+            Ok(n) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return bad("invalid Content-Length"),
+        };
+        if length.is_some_and(|l| l != n) {
+            return bad("conflicting Content-Length headers");
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
+/// Ends the connection's pending time when the body has been read to its end.
+struct CompleteAtEnd<R> {
+    inner: R,
+    clock: Option<Arc<HeadClock>>,
+}
+
+impl<R: Read> Read for CompleteAtEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(clock) = self.clock.take() {
+                clock.complete();
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -128,14 +177,8 @@ impl From<IoError> for RequestCreationError {
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
-#[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
-    secure: bool,
-    method: Method,
-    path: String,
-    version: HTTPVersion,
-    headers: Vec<Header>,
-    remote_addr: Option<SocketAddr>,
+pub(crate) fn new_request<R, W>(
+    parts: RequestParts,
     mut source_data: R,
     writer: W,
 ) -> Result<Request, RequestCreationError>
@@ -143,25 +186,20 @@ where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
+    let RequestParts {
+        method,
+        path,
+        version,
+        headers,
+        remote_addr,
+        clock,
+        mut held,
+    } = parts;
     // chinaport-proxy patch: the head has just been read (small bodies are read below)
     let arrived = std::time::Instant::now();
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+    let content_length = framing(&headers)?;
+    let chunked =
+        content_length.is_none() && headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -176,28 +214,21 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
+    // content-length headers. chinaport-proxy patch: `Connection: upgrade` no longer reads the
+    // connection to its end (the proxy upgrades nothing); the body is framed like any other.
+    let mut complete_now = false;
+    let reader = if let Some(content_length) = content_length {
         if content_length == 0 {
+            complete_now = true;
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
         } else if content_length <= 1024 && !expects_continue {
             // if the content-length is small enough, we just read everything into a buffer
+            if let Some(held) = held.as_mut() {
+                if !held.grow(content_length) {
+                    return Err(RequestCreationError::OverBudget);
+                }
+            }
 
             let mut buffer = vec![0; content_length];
             let mut offset = 0;
@@ -214,36 +245,46 @@ where
 
                 offset += read;
             }
+            complete_now = true;
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            let (data_reader, _) = EqualReader::new(source_data, content_length);
+            Box::new(CompleteAtEnd {
+                inner: FusedReader::new(data_reader),
+                clock: clock.clone(),
+            }) as Box<dyn Read + Send + 'static>
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+    } else if chunked {
+        Box::new(CompleteAtEnd {
+            inner: FusedReader::new(Decoder::new(source_data)),
+            clock: clock.clone(),
+        }) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
-        // TODO: could also be multipart/byteranges
+        complete_now = true;
         Box::new(io::empty()) as Box<dyn Read + Send + 'static>
     };
+    if complete_now {
+        if let Some(clock) = &clock {
+            clock.complete();
+        }
+    }
 
     Ok(Request {
         data_reader: Some(reader),
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
-        secure,
         method,
         path,
         http_version: version,
         headers,
         body_length: content_length,
         must_send_continue: expects_continue,
-        notify_when_responded: None,
         arrived,
+        clock,
+        held,
     })
 }
 
@@ -255,10 +296,22 @@ impl Request {
         self.arrived
     }
 
-    /// Returns true if the request was made through HTTPS.
-    #[inline]
-    pub fn secure(&self) -> bool {
-        self.secure
+    /// chinaport-proxy patch: holds `bytes` more of the body against the server's memory
+    /// budget, for as long as this request lives; `false` when the budget has no room (answer
+    /// 503). Always `true` on a server without a budget.
+    pub fn reserve_body(&mut self, bytes: usize) -> bool {
+        match self.held.as_mut() {
+            Some(held) => held.grow(bytes),
+            None => true,
+        }
+    }
+
+    /// chinaport-proxy patch: the connection closes after this request's answer (its body was
+    /// not read to the end, say).
+    pub fn close_after(&self) {
+        if let Some(clock) = &self.clock {
+            clock.mark_broken();
+        }
     }
 
     /// Returns the method requested by the client (eg. `GET`, `POST`, etc.).
@@ -335,15 +388,7 @@ impl Request {
         self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        } else {
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        }
+        Box::new(stream) as Box<dyn ReadWrite + Send>
     }
 
     /// Allows to read the body of the request.
@@ -352,12 +397,12 @@ impl Request {
     ///
     /// ```no_run
     /// # extern crate rustc_serialize;
-    /// # extern crate tiny_http;
+    /// # extern crate tiny_http_cp;
     /// # use rustc_serialize::json::Json;
     /// # use std::io::Read;
-    /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
+    /// # fn get_content_type(_: &tiny_http_cp::Request) -> &'static str { "" }
     /// # fn main() {
-    /// # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+    /// # let server = tiny_http_cp::Server::http("0.0.0.0:0").unwrap();
     /// let mut request = server.recv().unwrap();
     ///
     /// if get_content_type(&request) == "application/json" {
@@ -401,16 +446,7 @@ impl Request {
     /// Therefore you should always destroy the `Writer` as soon as possible.
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
-        let writer = self.extract_writer_impl();
-        if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
-            Box::new(writer) as Box<dyn Write + Send + 'static>
-        } else {
-            writer
-        }
+        self.extract_writer_impl()
     }
 
     /// Extract the response `Writer` object from the Request, dropping this `Writer` has the same side effects
@@ -446,11 +482,7 @@ impl Request {
     where
         R: Read,
     {
-        let res = self.respond_impl(response);
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
-        }
-        res
+        self.respond_impl(response)
     }
 
     fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
@@ -460,16 +492,34 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+        // chinaport-proxy patch: answering ends the request's pending time; when the
+        // connection cannot go on, the answer says so
+        let mut response = response;
+        if let Some(clock) = &self.clock {
+            clock.complete();
+            if clock.broken() {
+                response = response.closing();
+            }
+        }
 
-        Self::ignore_client_closing_errors(response.raw_print(
-            writer.by_ref(),
-            self.http_version.clone(),
-            &self.headers,
-            do_not_send_body,
-            None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
+        let written = response
+            .raw_print(
+                writer.by_ref(),
+                self.http_version.clone(),
+                &self.headers,
+                do_not_send_body,
+                None,
+            )
+            .and_then(|_| writer.flush());
+        // chinaport-proxy patch: an answer that could not be written (the client is gone, or
+        // has not read for the write timeout: a pipelining client that never reads) ends the
+        // connection instead of serving its next request (finding M7)
+        if written.is_err() {
+            if let Some(clock) = &self.clock {
+                clock.mark_broken();
+            }
+        }
+        Self::ignore_client_closing_errors(written)
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {
@@ -480,11 +530,6 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
-    }
-
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
     }
 }
 
@@ -503,9 +548,6 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
-            if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
-            }
         }
     }
 }

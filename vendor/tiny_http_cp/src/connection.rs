@@ -79,7 +79,7 @@ impl std::io::Write for Connection {
 }
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         match self {
             Self::Tcp(s) => s.peer_addr().map(Some),
             #[cfg(unix)]
@@ -123,6 +123,24 @@ impl Connection {
             Self::Tcp(s) => s.set_read_timeout(read),
             #[cfg(unix)]
             Self::Unix(s) => s.set_read_timeout(read),
+        }
+    }
+
+    /// chinaport-proxy patch: whether a whole request has already arrived (looked at without
+    /// being read, and without waiting).
+    pub(crate) fn holds_complete_request(&self) -> bool {
+        match self {
+            Self::Tcp(s) => {
+                if s.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                let seen = s.peek(&mut buf).unwrap_or(0);
+                let restored = s.set_nonblocking(false).is_ok();
+                restored && crate::util::admission::holds_complete_request(&buf[..seen])
+            }
+            #[cfg(unix)]
+            Self::Unix(_) => false,
         }
     }
 

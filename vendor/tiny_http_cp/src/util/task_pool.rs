@@ -21,7 +21,7 @@ pub struct TaskPool {
 
 struct Pending {
     // list of the tasks to be done by worker threads
-    todo: VecDeque<Box<dyn FnMut() + Send>>,
+    todo: VecDeque<Box<dyn FnOnce() + Send>>,
     // worker threads waiting for a task
     idle: usize,
 }
@@ -78,7 +78,7 @@ impl TaskPool {
 
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
+    pub fn spawn(&self, code: Box<dyn FnOnce() + Send>) {
         let mut pending = self
             .sharing
             .pending
@@ -93,19 +93,19 @@ impl TaskPool {
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnOnce() + Send>>) {
         let sharing = self.sharing.clone();
 
         thread::spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
-            if let Some(mut f) = initial_fn {
+            if let Some(f) = initial_fn {
                 f();
             }
 
             loop {
-                let mut task: Box<dyn FnMut() + Send> = {
+                let task: Box<dyn FnOnce() + Send> = {
                     let mut pending = sharing.pending.lock().unwrap_or_else(|e| e.into_inner());
                     loop {
                         if let Some(task) = pending.todo.pop_front() {
