@@ -8,6 +8,7 @@ pub mod lockout;
 pub mod oneshot; // public for benches/load.rs, whose floor server waits the same way
 pub mod restart;
 mod run;
+mod session;
 mod wait;
 
 use crate::config::UkeyConfig;
