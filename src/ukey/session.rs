@@ -167,7 +167,14 @@ struct Calls {
     next_probe: Instant,
     next_cert_check: Instant,
     probe_pending: bool,
+    /// Calls that timed out and whose reply has not been seen yet.
     late_ids: VecDeque<u64>,
+    /// Replies without `_id` can no longer be told apart on this connection: the card sent one
+    /// that answered nothing (a duplicate?), or more calls timed out than `late_ids` keeps.
+    idless_ambiguous: bool,
+    /// The card has answered with `_id`s on this connection: a reply without one is then not
+    /// the fallback for a client software that never sends them, and is not matched.
+    ids_seen: bool,
 }
 
 enum Link {
@@ -317,6 +324,8 @@ impl Session {
             next_cert_check: now + CERT_CHECK_INTERVAL,
             probe_pending: false,
             late_ids: VecDeque::new(),
+            idless_ambiguous: false,
+            ids_seen: false,
         }));
     }
 
@@ -525,6 +534,7 @@ impl Session {
                 };
                 if c.late_ids.len() >= LATE_IDS_KEPT {
                     c.late_ids.pop_front();
+                    c.idless_ambiguous = true;
                 }
                 c.late_ids.push_back(id);
                 match sent.origin {
@@ -586,30 +596,57 @@ impl Session {
             log::debug!("UKey: ignored a frame that is not a JSON object");
             return;
         };
-        let id = frame.get("_id").and_then(frame_id);
+        let id = match frame.get("_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => match frame_id(v) {
+                Some(id) => Some(id),
+                None => {
+                    log::warn!(
+                        "UKey: frame with an unusable _id ignored: {}",
+                        self.masker.mask_str(text)
+                    );
+                    return;
+                }
+            },
+        };
         let method = frame.get("_method").and_then(Value::as_str);
         if id == Some(0) && method == Some("open") {
             log::debug!("UKey: greeting received");
             return;
         }
         let key = match id {
-            Some(id) if c.in_flight.contains_key(&id) => Some(id),
-            // A reply with no usable `_id` may be matched by method, but only when exactly one
-            // call of that method is in flight: never risk handing a caller another's reply.
-            None => unique_by_method(c, method),
+            Some(id) if c.in_flight.contains_key(&id) => {
+                c.ids_seen = true;
+                Some(id)
+            }
             Some(_) => None,
+            // M9: a reply without `_id` is matched only where it cannot be anyone else's
+            None => idless_match(c, method),
         };
         let Some(sent) = key.and_then(|k| c.in_flight.remove(&k)) else {
-            let late = id.is_some_and(|id| c.late_ids.contains(&id));
-            log::debug!(
-                "UKey: {} frame ignored: {}",
-                if late {
-                    "late (timed-out)"
-                } else {
-                    "unsolicited"
-                },
-                self.masker.mask_str(text)
-            );
+            let late = id.is_some_and(|id| {
+                let at = c.late_ids.iter().position(|l| *l == id);
+                at.map(|at| c.late_ids.remove(at)).is_some()
+            });
+            if id.is_none() {
+                // it answers nothing: from now on no reply without `_id` can be trusted here
+                c.idless_ambiguous = true;
+                log::warn!(
+                    "UKey: a frame without _id that cannot be matched unambiguously was dropped; \
+                     replies without _id are no longer matched on this connection: {}",
+                    self.masker.mask_str(text)
+                );
+            } else {
+                log::debug!(
+                    "UKey: {} frame ignored: {}",
+                    if late {
+                        "late (timed-out)"
+                    } else {
+                        "unsolicited"
+                    },
+                    self.masker.mask_str(text)
+                );
+            }
             return;
         };
         frame.remove("_id");
@@ -621,8 +658,23 @@ impl Session {
                     method: sent.method,
                     took,
                 }));
+                if !frame.contains_key("_status") && !frame.contains_key("_args") {
+                    // L8: neither success nor failure: not a reply the caller can act on
+                    log::warn!(
+                        "[{}] UKey reply has neither _status nor _args: {}",
+                        job.request_id,
+                        self.masker.mask_str(text)
+                    );
+                    out.push(Action::Answer(
+                        job,
+                        Err(CallError::BadReply(
+                            "the card's reply has neither _status nor _args".into(),
+                        )),
+                    ));
+                    return;
+                }
                 let answer = Value::Object(frame);
-                self.look_after(&answer, out);
+                self.look_after_caller(now, &answer, out);
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!(
                         "[{}] UKey -> {}",
@@ -637,20 +689,38 @@ impl Session {
         }
     }
 
-    /// What a reply is looked at for: a refused password (nothing more is sent), and
-    /// `Err:Custom50070` / `Err:Custom50200` (the client software is restarted). Returns whether
-    /// the card refused the password.
+    /// What a reply to one of the proxy's own calls (probe, certificate) is looked at for: a
+    /// refused password (nothing more is sent), and `Err:Custom50070` / `Err:Custom50200` (the
+    /// client software is restarted). Returns whether the card refused the password.
     fn look_after(&mut self, answer: &Value, out: &mut Vec<Action>) -> bool {
         let refused = lockout::is_password_refusal(answer);
         if refused {
             self.on_password_refused(answer, out);
         }
+        self.restart_if_called_for(answer, out);
+        refused
+    }
+
+    /// A caller's reply. M3: it never sets the refusal itself, since a caller chose its method
+    /// and arguments (which the card may echo); a reply that looks like a refusal brings the
+    /// probe forward, and the probe's reply (the proxy's own call) decides.
+    fn look_after_caller(&mut self, now: Instant, answer: &Value, out: &mut Vec<Action>) {
+        if lockout::is_password_refusal(answer)
+            && let Link::Up(c) = &mut self.link
+            && !c.probe_pending
+        {
+            log::warn!("UKey: a caller's call was refused with the password's code; probing now");
+            c.next_probe = now;
+        }
+        self.restart_if_called_for(answer, out);
+    }
+
+    fn restart_if_called_for(&mut self, answer: &Value, out: &mut Vec<Action>) {
         if let Some(code) = restart::calls_for_restart(&super::frame::errors(answer)) {
             out.push(Action::Report(Report::Restart(format!(
                 "the card answered {code}"
             ))));
         }
-        refused
     }
 
     fn on_probe_reply(&mut self, now: Instant, frame: &Map<String, Value>, out: &mut Vec<Action>) {
@@ -741,22 +811,28 @@ fn request_frame(password: &str, id: u64, method: &str, mut args: Map<String, Va
     json!({"_method": method, "_id": id, "args": Value::Object(args)}).to_string()
 }
 
-/// `_id` as the card sends it: a non-negative integer, or a string holding one.
+/// `_id` as the card sends it: a non-negative integer, or a string of decimal digits (no sign,
+/// point, exponent or prefix: anything else is not the `_id` the proxy sent).
 fn frame_id(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
         _ => None,
     }
 }
 
-fn unique_by_method(c: &Calls, method: Option<&str>) -> Option<u64> {
-    let method = method?;
-    let mut matching = c.in_flight.iter().filter(|(_, sent)| sent.method == method);
-    match (matching.next(), matching.next()) {
-        (Some((id, _)), None) => Some(*id),
-        _ => None,
+/// The call a reply without `_id` answers, where that is unambiguous: a card that never sent an
+/// `_id` on this connection, exactly one call in flight (of the method the reply names, if it
+/// names one), no timed-out call whose late reply could be this one, and no reply without `_id`
+/// that answered nothing on this connection.
+fn idless_match(c: &Calls, method: Option<&str>) -> Option<u64> {
+    if c.ids_seen || c.idless_ambiguous || !c.late_ids.is_empty() || c.in_flight.len() != 1 {
+        return None;
     }
+    let (id, sent) = c.in_flight.iter().next()?;
+    method.is_none_or(|m| m == sent.method).then_some(*id)
 }
 
 #[cfg(test)]
@@ -1262,5 +1338,153 @@ mod tests {
         assert_eq!(frame_id(&json!(-1)), None);
         assert_eq!(frame_id(&json!("x")), None);
         assert_eq!(frame_id(&json!(null)), None);
+        for odd in [
+            json!("120.0"),
+            json!(120.5),
+            json!(-120),
+            json!("0x78"),
+            json!("+120"),
+            json!(" 120"),
+        ] {
+            assert_eq!(frame_id(&odd), None, "{odd}");
+        }
+    }
+
+    /// A reply without `_id` to the one call in flight.
+    fn idless(r: &mut Rig, data: &str) {
+        let frame =
+            json!({"_method": SIGN, "_status": "00", "_args": {"Result": true, "Data": [data]}});
+        r.feed(Event::Frame(frame.to_string()));
+    }
+
+    #[test]
+    fn m9_a_card_that_sends_ids_gets_no_reply_without_one_matched() {
+        let mut r = Rig::connected(settings()); // its probe was answered with an _id
+        r.call("c", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        r.sent();
+        idless(&mut r, "for-c");
+        assert!(r.answers().is_empty());
+    }
+
+    /// Connected to a card that never sends `_id`, with one call of `SIGN` in flight.
+    fn idless_card_with_a_call(id: &str, budget: Duration) -> Rig {
+        let mut r = Rig::new(settings());
+        r.feed(Event::Tick);
+        r.feed(Event::Connected);
+        r.call(id, SIGN, budget);
+        r.feed(Event::Tick);
+        let probe = r.sent();
+        assert_eq!(methods(&probe), [PROBE_METHOD]);
+        let reply = json!({"_method": PROBE_METHOD, "_status": "00", "_args": {"Result": true, "Data": ["c"]}});
+        r.feed(Event::Frame(reply.to_string()));
+        r.feed(Event::Tick);
+        let cert = r.sent();
+        assert_eq!(methods(&cert), [SIGN_CERT_METHOD]);
+        let reply =
+            json!({"_method": SIGN_CERT_METHOD, "_status": "00", "_args": {"Result": false}});
+        r.feed(Event::Frame(reply.to_string()));
+        r.feed(Event::Tick);
+        assert_eq!(methods(&r.sent()), [SIGN]);
+        r.out.clear();
+        r
+    }
+
+    #[test]
+    fn a_reply_without_id_goes_to_the_one_call_in_flight() {
+        let mut r = idless_card_with_a_call("c", ms(2000));
+        r.call("c", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        r.sent();
+        idless(&mut r, "for-c");
+        let answers = r.answers();
+        assert_eq!(answers[0].1.as_ref().unwrap()["_args"]["Data"][0], "for-c");
+    }
+
+    #[test]
+    fn m9_a_late_reply_without_id_is_never_given_to_the_next_caller() {
+        let mut r = idless_card_with_a_call("first", ms(1000));
+        r.at(ms(1000));
+        r.feed(Event::Tick);
+        r.answers();
+        r.call("second", SIGN, ms(1000));
+        r.feed(Event::Tick);
+        r.sent();
+        idless(&mut r, "for-first"); // late, and cannot be told from second's
+        assert!(r.answers().is_empty());
+    }
+
+    #[test]
+    fn m9_after_a_reply_without_id_that_answers_nothing_none_is_matched() {
+        let mut r = idless_card_with_a_call("a", ms(2000));
+        idless(&mut r, "for-a");
+        idless(&mut r, "for-a"); // a duplicate
+        assert_eq!(r.answers().len(), 1);
+        r.call("b", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        r.sent();
+        idless(&mut r, "for-a"); // the duplicate again, or b's? nobody can tell
+        assert!(r.answers().is_empty());
+    }
+
+    #[test]
+    fn m9_with_two_calls_in_flight_a_reply_without_id_is_dropped() {
+        let mut r = Rig::connected(Settings {
+            max_in_flight: 2,
+            ..settings()
+        });
+        r.call("a", SIGN, ms(2000));
+        r.call("b", "cus-sec_SpcGetEntName", ms(2000));
+        r.feed(Event::Tick);
+        assert_eq!(r.sent().len(), 2);
+        idless(&mut r, "x");
+        assert!(r.answers().is_empty());
+    }
+
+    #[test]
+    fn l8_a_reply_with_neither_status_nor_args_is_an_error() {
+        let mut r = Rig::connected(settings());
+        r.call("c", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.feed(Event::Frame(json!({"_id": sent[0]["_id"]}).to_string()));
+        assert!(matches!(
+            r.answers()[..],
+            [(_, Err(CallError::BadReply(_)))]
+        ));
+    }
+
+    #[test]
+    fn m3_a_callers_refused_call_only_brings_the_probe_forward() {
+        let mut r = Rig::connected(settings());
+        r.call("c", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(
+            &sent[0],
+            json!({"Result": false, "Error": ["口令验证失败", "Err:Custom50030"]}),
+        );
+        assert!(
+            !r.reports()
+                .iter()
+                .any(|rep| matches!(rep, Report::PasswordRefused { .. }))
+        );
+        assert!(
+            r.answers()[0].1.is_ok(),
+            "the caller gets the card's own answer"
+        );
+        r.feed(Event::Tick);
+        let probe = r.sent();
+        assert_eq!(methods(&probe), [PROBE_METHOD], "probed at once");
+        // the card accepts the proxy's own call: no refusal
+        r.reply(&probe[0], json!({"Result": true, "Data": ["cert-1"]}));
+        assert!(
+            !r.reports()
+                .iter()
+                .any(|rep| matches!(rep, Report::PasswordRefused { .. }))
+        );
+        r.call("d", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        assert_eq!(methods(&r.sent()), [SIGN]);
     }
 }
