@@ -37,6 +37,9 @@ pub fn parse_call(body: &[u8]) -> Result<RpcCall, String> {
         Some(_) => return Err("\"_method\" must be a string".into()),
         None => return Err("missing \"_method\"".into()),
     };
+    if let Some(refusal) = crate::ukey::methods::refusal(&method) {
+        return Err(refusal);
+    }
     let args = match object.remove("args") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(a)) => a,
