@@ -10,6 +10,10 @@ use std::time::Duration;
 /// The request-signature schemes `auth.scheme` and `webhook.sign_scheme` may name.
 pub const SCHEME_NAMES: [&str; 4] = ["md5", "hmac", "httpsig", "checksum"];
 
+/// The Java signer's bearer token (`x-auth-token-eport-sign`): `auth.scheme` may name it too, but
+/// it signs nothing, so webhooks cannot use it.
+pub const TOKEN_SCHEME: &str = "token";
+
 /// Customs' production endpoint for the 179 payment data.
 pub const CUSTOMS_PRODUCTION_URL: &str =
     "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
@@ -64,6 +68,22 @@ pub struct Config {
     pub log: LogConfig,
     pub customs: CustomsConfig,
     pub ceb: CebConfig,
+    pub compat: CompatConfig,
+}
+
+/// Other signers' HTTP APIs this proxy also answers (docs/compat-java-signer.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatConfig {
+    /// The Java signer's `/rpc/eport/...` endpoints (Weasley-J/chinaport-data-signature);
+    /// off, they answer 404.
+    pub java_signer: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { java_signer: true }
+    }
 }
 
 /// CEB message signing.
@@ -171,7 +191,8 @@ pub struct AuthConfig {
     pub app_secret: String,
     /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
-    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", or a list of them.
+    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", "token" (the Java signer's
+    /// `x-auth-token-eport-sign` header), or a list of them.
     #[serde(deserialize_with = "string_or_list")]
     pub scheme: Vec<String>,
     /// Clients by id, each with its own key material.
@@ -623,10 +644,10 @@ impl Config {
             }
         }
         for scheme in &self.auth.scheme {
-            if !SCHEME_NAMES.contains(&scheme.as_str()) {
+            if !SCHEME_NAMES.contains(&scheme.as_str()) && scheme != TOKEN_SCHEME {
                 return Err(invalid(
                     "auth.scheme",
-                    &format!("{scheme:?} is not one of md5, hmac, httpsig, checksum"),
+                    &format!("{scheme:?} is not one of md5, hmac, httpsig, checksum, token"),
                 ));
             }
         }

@@ -70,7 +70,10 @@ const PAIRS: [(&str, &str); 5] = [
     ("docs/reference.md", "docs/reference.zh-CN.md"),
     ("docs/benchmark.md", "docs/benchmark.zh-CN.md"),
     ("docs/windows.md", "docs/windows.zh-CN.md"),
-    ("docs/compat-java-signer.md", "docs/compat-java-signer.zh-CN.md"),
+    (
+        "docs/compat-java-signer.md",
+        "docs/compat-java-signer.zh-CN.md",
+    ),
 ];
 
 #[test]

@@ -1,6 +1,7 @@
 //! Request authentication: the four signature schemes (`md5`, `hmac` x-mg gateway headers,
-//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the client key
-//! material they check against, and signing of outgoing calls (webhooks, the `sign` command).
+//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the Java
+//! signer's bearer `token`, the client key material they check against, and signing of outgoing
+//! calls (webhooks, the `sign` command).
 
 pub mod checksum;
 pub mod digest;
@@ -10,6 +11,7 @@ pub mod mg;
 pub mod outgoing;
 pub mod replay;
 pub mod secret;
+pub mod token;
 
 use crate::config::AuthConfig;
 use base64::Engine;
@@ -385,6 +387,8 @@ pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
 /// Checks requests against the configured schemes and clients.
 pub struct Authenticator {
     schemes: Vec<Scheme>,
+    /// `auth.scheme` names "token": it is no `Scheme`, as it signs nothing (no outgoing use).
+    token: bool,
     clients: Clients,
     md5: md5::Md5Scheme,
     mg: mg::MgScheme,
@@ -399,13 +403,16 @@ impl Authenticator {
         if clients.is_empty() {
             return Ok(None);
         }
+        let token = config.schemes().iter().any(|s| s == token::NAME);
         let schemes = config
             .schemes()
             .iter()
+            .filter(|s| *s != token::NAME)
             .map(|s| Scheme::parse(s).ok_or_else(|| format!("unknown scheme {s:?}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Authenticator {
             schemes,
+            token,
             clients,
             md5: md5::Md5Scheme::new(config.max_skew_ms),
             mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone()),
@@ -423,6 +430,12 @@ impl Authenticator {
     /// from the most specific headers to the least (x-mg, Signature-Input, X-Signature, a body
     /// field: an x-mg request may also carry X-Timestamp).
     pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
+        // the token's own header is the most specific of all; alone, it judges every request
+        if self.token && (self.schemes.is_empty() || token::TokenScheme::applies(req)) {
+            let mut ok = token::TokenScheme::verify(req, &self.clients)?;
+            ok.scheme = token::NAME;
+            return Ok(ok);
+        }
         let chosen = match self.schemes.as_slice() {
             [only] => Some(*only),
             _ => [Scheme::Hmac, Scheme::HttpSig, Scheme::Md5, Scheme::Checksum]
@@ -436,13 +449,11 @@ impl Authenticator {
                 }),
         };
         let Some(scheme) = chosen else {
-            return Err(AuthError::NoCredentials(
-                self.schemes
-                    .iter()
-                    .map(|s| s.credentials())
-                    .collect::<Vec<_>>()
-                    .join(", or "),
-            ));
+            let mut expected: Vec<&str> = self.schemes.iter().map(|s| s.credentials()).collect();
+            if self.token {
+                expected.push("x-auth-token-eport-sign (token)");
+            }
+            return Err(AuthError::NoCredentials(expected.join(", or ")));
         };
         let mut ok = match scheme {
             Scheme::Md5 => self.md5.verify(req, &self.clients, now_ms),
