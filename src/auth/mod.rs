@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt;
 
+pub use crate::config::Scheme;
 pub use md5::{md5_matches, md5_signature};
 pub use secret::Secret;
 
@@ -138,7 +139,7 @@ impl<'a> RequestParts<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Authenticated {
     pub client: String,
-    pub scheme: &'static str,
+    pub scheme: Option<Scheme>,
     /// The caller's trace id (`x-mg-traceid`), used in logs and audit.
     pub trace_id: Option<String>,
     /// The body to hand on, when the scheme changed it (checksum removes its signature field).
@@ -263,39 +264,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// A signature scheme by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Md5,
-    Hmac,
-    HttpSig,
-    Checksum,
-}
-
+/// What a request of each scheme must carry, for the "no credentials" error.
 impl Scheme {
-    pub fn parse(name: &str) -> Option<Scheme> {
-        match name {
-            "md5" => Some(Scheme::Md5),
-            "hmac" => Some(Scheme::Hmac),
-            "httpsig" => Some(Scheme::HttpSig),
-            "checksum" => Some(Scheme::Checksum),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::Md5 => "md5",
-            Scheme::Hmac => "hmac",
-            Scheme::HttpSig => "httpsig",
-            Scheme::Checksum => "checksum",
-        }
-    }
     fn credentials(self) -> &'static str {
         match self {
             Scheme::Md5 => "X-Timestamp and X-Signature (md5)",
             Scheme::Hmac => "x-mg-secretid, x-mg-nonce, x-mg-sign (hmac)",
             Scheme::HttpSig => "Signature-Input and Signature (httpsig)",
             Scheme::Checksum => "a signature field in the JSON body (checksum)",
+            Scheme::Token => "x-auth-token-eport-sign (token)",
         }
     }
 }
@@ -387,8 +364,6 @@ pub fn clients_of(config: &AuthConfig) -> Result<Clients, String> {
 /// Checks requests against the configured schemes and clients.
 pub struct Authenticator {
     schemes: Vec<Scheme>,
-    /// `auth.scheme` names "token": it is no `Scheme`, as it signs nothing (no outgoing use).
-    token: bool,
     clients: Clients,
     md5: md5::Md5Scheme,
     mg: mg::MgScheme,
@@ -403,21 +378,18 @@ impl Authenticator {
         if clients.is_empty() {
             return Ok(None);
         }
-        let token = config.schemes().iter().any(|s| s == token::NAME);
-        let schemes = config
-            .schemes()
-            .iter()
-            .filter(|s| *s != token::NAME)
-            .map(|s| Scheme::parse(s).ok_or_else(|| format!("unknown scheme {s:?}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let kept = config.max_remembered_per_client;
         Ok(Some(Authenticator {
-            schemes,
-            token,
+            schemes: config.schemes().to_vec(),
             clients,
-            md5: md5::Md5Scheme::new(config.max_skew_ms),
-            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone()),
-            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms),
-            checksum: checksum::ChecksumScheme::new(config.max_skew_ms, config.checksum.clone()),
+            md5: md5::Md5Scheme::new(config.max_skew_ms, kept),
+            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone(), kept),
+            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms, kept),
+            checksum: checksum::ChecksumScheme::new(
+                config.max_skew_ms,
+                config.checksum.clone(),
+                kept,
+            ),
         }))
     }
 
@@ -430,38 +402,43 @@ impl Authenticator {
     /// from the most specific headers to the least (x-mg, Signature-Input, X-Signature, a body
     /// field: an x-mg request may also carry X-Timestamp).
     pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
-        // the token's own header is the most specific of all; alone, it judges every request
-        if self.token && (self.schemes.is_empty() || token::TokenScheme::applies(req)) {
-            let mut ok = token::TokenScheme::verify(req, &self.clients)?;
-            ok.scheme = token::NAME;
-            return Ok(ok);
-        }
         let chosen = match self.schemes.as_slice() {
             [only] => Some(*only),
-            _ => [Scheme::Hmac, Scheme::HttpSig, Scheme::Md5, Scheme::Checksum]
-                .into_iter()
-                .filter(|s| self.schemes.contains(s))
-                .find(|s| match s {
-                    Scheme::Md5 => md5::Md5Scheme::applies(req),
-                    Scheme::Hmac => mg::MgScheme::applies(req),
-                    Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
-                    Scheme::Checksum => self.checksum.applies(req),
-                }),
+            // the token's own header first: it is the most specific of all
+            _ => [
+                Scheme::Token,
+                Scheme::Hmac,
+                Scheme::HttpSig,
+                Scheme::Md5,
+                Scheme::Checksum,
+            ]
+            .into_iter()
+            .filter(|s| self.schemes.contains(s))
+            .find(|s| match s {
+                Scheme::Token => token::TokenScheme::applies(req),
+                Scheme::Md5 => md5::Md5Scheme::applies(req),
+                Scheme::Hmac => mg::MgScheme::applies(req),
+                Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
+                Scheme::Checksum => self.checksum.applies(req),
+            }),
         };
         let Some(scheme) = chosen else {
-            let mut expected: Vec<&str> = self.schemes.iter().map(|s| s.credentials()).collect();
-            if self.token {
-                expected.push("x-auth-token-eport-sign (token)");
-            }
-            return Err(AuthError::NoCredentials(expected.join(", or ")));
+            return Err(AuthError::NoCredentials(
+                self.schemes
+                    .iter()
+                    .map(|s| s.credentials())
+                    .collect::<Vec<_>>()
+                    .join(", or "),
+            ));
         };
         let mut ok = match scheme {
             Scheme::Md5 => self.md5.verify(req, &self.clients, now_ms),
             Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
             Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
             Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
+            Scheme::Token => token::TokenScheme::verify(req, &self.clients),
         }?;
-        ok.scheme = scheme.name();
+        ok.scheme = Some(scheme);
         Ok(ok)
     }
 

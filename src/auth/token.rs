@@ -9,9 +9,6 @@ use sha2::{Digest, Sha256};
 /// The header, as the Java signer names it (`AuthenticationProperties.AUTHENTICATION_HEADER`).
 pub const HEADER: &str = "x-auth-token-eport-sign";
 
-/// What `auth.scheme` calls it.
-pub const NAME: &str = crate::config::TOKEN_SCHEME;
-
 pub struct TokenScheme;
 
 impl TokenScheme {
@@ -79,5 +76,39 @@ mod tests {
             AuthError::MissingHeader(HEADER)
         );
         assert_eq!(check(&[]).unwrap_err(), AuthError::MissingHeader(HEADER));
+    }
+
+    #[test]
+    fn auth_scheme_accepts_token_beside_the_signing_schemes_and_webhooks_refuse_it() {
+        let parse =
+            |text: &str| crate::config::parse(text.as_bytes(), std::path::Path::new("c.json"));
+        let c = parse(
+            r#"{"auth":{"scheme":["md5","token"],"clients":{"erp":{"secret":"erp-token"}}}}"#,
+        )
+        .unwrap();
+        let auth = crate::auth::Authenticator::from_config(&c.auth)
+            .unwrap()
+            .unwrap();
+        let headers = vec![(HEADER.to_string(), "erp-token".to_string())];
+        let req = RequestParts::for_tests("POST", "/rpc/eport/signature", "", "h", &headers, b"{}");
+        let ok = auth.verify(&req, 0).unwrap();
+        assert_eq!(ok.client, "erp");
+        assert_eq!(ok.scheme, Some(crate::config::Scheme::Token));
+        // without the header, md5 judges and both are named
+        let e = auth
+            .verify(&RequestParts::for_tests("POST", "/x", "", "h", &[], b""), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x-auth-token-eport-sign") && e.contains("X-Signature"),
+            "{e}"
+        );
+        let e = parse(r#"{"webhook":{"sign_scheme":"token"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("webhook.sign_scheme") && e.contains("signs nothing"),
+            "{e}"
+        );
     }
 }

@@ -55,8 +55,8 @@ pub fn sign_ceb(app: &App, ex: &mut Exchange, xml: &str) -> Result<CebSigned, St
     let unsigned = Unsigned::prepare(xml).map_err(|e| e.to_string())?;
     let form = Form::choose(
         Some(cert.info.algorithm),
-        &app.config.ceb.signature_method,
-        &app.config.ceb.sm2_form,
+        app.config.ceb.signature_method,
+        app.config.ceb.sm2_form,
     );
     let signed_info = unsigned
         .canonical_signed_info(&form, &digest)
