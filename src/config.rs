@@ -75,6 +75,9 @@ one_of! {
         Hmac = "hmac",
         HttpSig = "httpsig",
         Checksum = "checksum",
+        /// The Java signer's `x-auth-token-eport-sign` bearer token (src/auth/token.rs): accepted
+        /// in `auth.scheme`; it signs nothing, so webhooks and `sign` cannot use it.
+        Token = "token",
     }
 }
 
@@ -180,6 +183,22 @@ pub struct Config {
     pub log: LogConfig,
     pub customs: CustomsConfig,
     pub ceb: CebConfig,
+    pub compat: CompatConfig,
+}
+
+/// Other signers' HTTP APIs this proxy also answers (docs/compat-java-signer.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatConfig {
+    /// The Java signer's `/rpc/eport/...` endpoints (Weasley-J/chinaport-data-signature);
+    /// off, they answer 404.
+    pub java_signer: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { java_signer: true }
+    }
 }
 
 /// CEB message signing.
@@ -294,7 +313,8 @@ pub struct AuthConfig {
     pub app_secret: String,
     /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
-    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", or a list of them.
+    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", "token" (the Java signer's
+    /// `x-auth-token-eport-sign` header), or a list of them.
     #[serde(deserialize_with = "scheme_or_list")]
     pub scheme: Vec<Scheme>,
     /// Clients by id, each with its own key material.
@@ -411,9 +431,16 @@ fn optional_scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scheme>, D:
     if text.is_empty() {
         return Ok(None);
     }
-    Scheme::parse(&text)
-        .map(Some)
-        .ok_or_else(|| serde::de::Error::custom(format!("must be {}, or empty", Scheme::choices())))
+    match Scheme::parse(&text) {
+        Some(Scheme::Token) => Err(serde::de::Error::custom(
+            "\"token\" signs nothing; webhooks need md5, hmac, httpsig or checksum",
+        )),
+        Some(scheme) => Ok(Some(scheme)),
+        None => Err(serde::de::Error::custom(format!(
+            "must be {}, or empty",
+            Scheme::choices()
+        ))),
+    }
 }
 
 fn optional_scheme_as_string<S: Serializer>(v: &Option<Scheme>, s: S) -> Result<S::Ok, S::Error> {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod body;
 pub mod card;
 pub mod ceb;
+pub mod compat;
 pub mod customs;
 pub mod exchange;
 pub mod health;

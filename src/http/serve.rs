@@ -175,7 +175,7 @@ fn authenticate(
             ex.auth_failure = Some(e.to_string());
             let mut reply = Reply::error(401, format!("authentication failed: {e}"));
             reply.headers = auth.failure_headers(&parts);
-            Err(reply)
+            Err(super::compat::on_auth_failure(app, path, reply))
         }
     }
 }
