@@ -292,6 +292,27 @@ fn routes_by_enterprise_and_certificate_and_refuses_unknown_codes() {
     );
     assert!(f.is(f.signer(&s), &f.a1));
 
+    // the stats page, its CSV and HAProxy's Prometheus exporter, as docs/fleet.md reads them
+    let page = request(h.stats, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("pool_A"),
+        "the stats page lists the pool"
+    );
+    let csv = request(h.stats, "GET", "/;csv", &[], b"").text();
+    assert!(
+        csv.contains("pool_A,A-card1,") && csv.contains("wredis"),
+        "{csv}"
+    );
+    let prom = request(h.stats, "GET", "/metrics", &[], b"").text();
+    for needle in [
+        "haproxy_server_status{proxy=\"pool_A\",server=\"A-card1\",state=\"UP\"} 1",
+        "haproxy_backend_current_queue{proxy=\"pool_A\"}",
+        "haproxy_server_redispatch_warnings_total{proxy=\"pool_A\",server=\"A-card2\"}",
+    ] {
+        assert!(prom.contains(needle), "{needle} not in HAProxy's /metrics");
+    }
+
     // the maps are the whitelist: HAProxy answers JSON itself and no card sees the call
     for (headers, status) in [
         (vec![("X-Ent-Code", "9999999999")], 404),
