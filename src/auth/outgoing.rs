@@ -185,9 +185,9 @@ mod tests {
     #[test]
     fn each_scheme_round_trips() {
         let now = 1_700_000_000_123u64;
-        for scheme in [Scheme::Md5, Scheme::Hmac, Scheme::HttpSig, Scheme::Checksum] {
+        for &scheme in Scheme::ALL {
             let mut config = AuthConfig {
-                scheme: vec![scheme.name().into()],
+                scheme: vec![scheme],
                 ..AuthConfig::default()
             };
             config.clients.insert(

@@ -29,7 +29,7 @@ use crate::mask::Masker;
 use crate::ukey::Ukey;
 use crate::webhook::Webhooks;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -118,8 +118,7 @@ pub struct HttpServer {
 /// Binds the listening socket. (Idle and slow clients are bounded per accepted connection, see
 /// `HttpServer::start`: timeouts on the listener itself would also time out `accept()` on Linux.)
 pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
-    let ip: IpAddr = config.host.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let addr = SocketAddr::new(ip, config.port);
+    let addr = SocketAddr::new(config.host, config.port);
     let err = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             StartError::PortInUse(addr)

@@ -198,13 +198,11 @@ impl Status {
 
 /// A copy of a short status string; the lock is held only for the copy.
 fn read(m: &Mutex<Option<String>>) -> Option<String> {
-    m.lock().map(|g| g.clone()).unwrap_or(None)
+    crate::sync::lock(m).clone()
 }
 
 fn write(m: &Mutex<Option<String>>, v: Option<String>) {
-    if let Ok(mut g) = m.lock() {
-        *g = v;
-    }
+    *crate::sync::lock(m) = v;
 }
 
 /// The handle HTTP workers use. Cheap to clone.
