@@ -426,7 +426,7 @@ impl Runner {
                 log::debug!(
                     "[{}] UKey <- {}",
                     origin_id(&origin),
-                    self.masker.mask_str(&frame)
+                    self.masker.mask_json_text(&frame)
                 );
             }
             s.in_flight.insert(
@@ -506,7 +506,7 @@ impl Runner {
                 } else {
                     "unsolicited"
                 },
-                self.masker.mask_str(text)
+                self.masker.mask_json_text(text)
             );
             return None;
         };
@@ -521,7 +521,7 @@ impl Runner {
                     log::debug!(
                         "[{}] UKey -> {}",
                         job.request_id,
-                        self.masker.mask_str(text)
+                        self.masker.mask_json_text(text)
                     );
                 }
                 s.answered.push((job, Ok(answer)));
