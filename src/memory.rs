@@ -9,6 +9,11 @@
 //! same process id, same arguments. Windows' heap keeps no such cache, and other C libraries
 //! ignore the variable; there this does nothing.
 
+/// Set next to `GLIBC_TUNABLES` by the re-exec, so that the proxy knows the setting is its own and
+/// keeps it from the programs it starts (the client-restart command): they get the operator's
+/// environment, not the proxy's malloc choice.
+pub const MARK: &str = "CHINAPORT_PROXY_TUNED";
+
 /// The variable glibc reads its malloc settings from.
 pub const TUNABLES: &str = "GLIBC_TUNABLES";
 /// What the server runs with, unless the operator set `GLIBC_TUNABLES` themselves.
@@ -32,6 +37,7 @@ pub fn without_thread_cache() {
         .arg0(arg0)
         .args(args)
         .env(TUNABLES, NO_THREAD_CACHE)
+        .env(MARK, "1")
         .exec();
     // nothing is logged yet, and the proxy works either way: one line on stderr
     eprintln!("chinaport-proxy: running with glibc's malloc defaults ({failed})");
@@ -39,3 +45,12 @@ pub fn without_thread_cache() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn without_thread_cache() {}
+
+/// Removes the proxy's own malloc setting from a child's environment (a no-op when the operator
+/// set `GLIBC_TUNABLES` and the proxy did not re-execute).
+pub fn for_child(command: &mut std::process::Command) -> &mut std::process::Command {
+    if std::env::var_os(MARK).is_some() {
+        command.env_remove(TUNABLES).env_remove(MARK);
+    }
+    command
+}

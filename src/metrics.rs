@@ -2,6 +2,7 @@
 //! every layer may record into without knowing about HTTP: requests by route and status, request
 //! and UKey call durations, reconnects, probe failures, calls shed, webhook deliveries.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -36,8 +37,9 @@ pub struct Metrics {
     /// (route, status) → count.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     request_seconds: Mutex<Histogram>,
-    /// UKey method → durations of the calls the card answered.
-    ukey_call_seconds: Mutex<BTreeMap<String, Histogram>>,
+    /// UKey method label (a closed set, see `ukey::methods`) → durations of the calls the card
+    /// answered.
+    ukey_call_seconds: Mutex<BTreeMap<&'static str, Histogram>>,
     pub reconnects: AtomicU64,
     pub probe_failures: AtomicU64,
     /// Calls answered 503 at once because the card was busy (admission, queue, caps).
@@ -54,23 +56,21 @@ pub fn global() -> &'static Metrics {
 
 impl Metrics {
     pub fn request(&self, route: &str, status: u16, took: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route.to_string(), status)).or_default() += 1;
-        }
-        if let Ok(mut h) = self.request_seconds.lock() {
-            h.observe(took);
-        }
+        *lock(&self.requests)
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+        lock(&self.request_seconds).observe(took);
     }
 
     pub fn ukey_call(&self, method: &str, took: Duration) {
-        if let Ok(mut m) = self.ukey_call_seconds.lock() {
-            if let Some(h) = m.get_mut(method) {
-                // a known method allocates nothing (this runs on the UKey thread, once per call)
-                h.observe(took);
-            } else if m.len() < 64 {
-                // methods are the caller's choice: bound the label set
-                m.entry(method.to_string()).or_default().observe(took);
-            }
+        // methods are the caller's choice: only the documented ones get their own label, so the
+        // family has at most `KNOWN.len() + 1` series whatever callers send (finding H4)
+        let label = crate::ukey::methods::label(method);
+        {
+            lock(&self.ukey_call_seconds)
+                .entry(label)
+                .or_default()
+                .observe(took);
         }
     }
 
@@ -79,21 +79,15 @@ impl Metrics {
     }
 
     pub fn requests(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests.lock().map(|m| m.clone()).unwrap_or_default()
+        lock(&self.requests).clone()
     }
 
     pub fn request_seconds(&self) -> Histogram {
-        self.request_seconds
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default()
+        lock(&self.request_seconds).clone()
     }
 
-    pub fn ukey_call_seconds(&self) -> BTreeMap<String, Histogram> {
-        self.ukey_call_seconds
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+    pub fn ukey_call_seconds(&self) -> BTreeMap<&'static str, Histogram> {
+        lock(&self.ukey_call_seconds).clone()
     }
 }
 

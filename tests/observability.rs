@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::process::Command;
+use std::time::Duration;
 
 /// The page as headless Chromium renders it (its DOM after loading).
 fn chromium_dom(url: &str) -> String {
@@ -180,4 +181,69 @@ fn the_openapi_description_is_served_as_json() {
     let v = r.json();
     assert_eq!(v["openapi"], "3.1.0");
     assert!(v["paths"]["/rpc"]["post"].is_object());
+}
+
+/// H4: `/metrics` labels come from a closed set. On 40b6e27 each invented `_method` (up to 64 of
+/// ~1.9 MB) became a label kept forever, so one unauthenticated scrape grew to gigabytes.
+#[test]
+fn invented_methods_share_one_metric_label_and_long_names_are_refused() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    for i in 0..20 {
+        // a long but accepted name, different each time: the card answers (its error frame, 400),
+        // and the call is counted
+        let method = format!("cus-sec_SpcInvented{i}{}", "x".repeat(100));
+        let answer = proxy.rpc(&method, json!({}));
+        assert!(answer.json().get("_status").is_some(), "{}", answer.text());
+    }
+    let huge = proxy.rpc(&"m".repeat(200_000), json!({}));
+    assert_eq!(huge.status, 400);
+    assert!(
+        huge.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 128")
+    );
+    let forged = proxy.rpc("cus-sec_SpcGetCertNo\nINFO forged", json!({}));
+    assert_eq!(forged.status, 400, "{}", forged.text());
+    assert_eq!(proxy.rpc("cus-sec_SpcGetCertNo", json!({})).status, 200);
+
+    let text = proxy.get("/metrics").text();
+    let labels: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("chinaport_ukey_call_duration_seconds"))
+        .filter_map(|l| l.split("method=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(labels.contains("other"), "{labels:?}");
+    assert!(labels.contains("cus-sec_SpcGetCertNo"), "{labels:?}");
+    assert!(
+        labels.iter().all(|l| !l.contains("Invented")),
+        "caller-chosen names became labels: {labels:?}"
+    );
+    assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
+}
+
+/// L4: `/health` is open to every host (a load balancer reads it), but the last error's text and
+/// the client-restart command are shown only on this PC.
+#[test]
+fn health_keeps_this_pcs_details_to_this_pc() {
+    // nothing listens on the card's port: the proxy keeps a last_error
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = Proxy::start(&url, json!({}));
+    let local = wait_for(Duration::from_secs(10), "a last_error", || {
+        let h = proxy.get("/health").json();
+        h["last_error"].is_string().then_some(h)
+    });
+    assert_eq!(local["status"], "unavailable");
+
+    let mut lan = Client::connect_from([127, 0, 0, 2], proxy.addr);
+    let remote = lan.send("GET", "/health", &[], b"").expect("an answer");
+    assert_eq!(remote.status, 503);
+    let body = remote.json();
+    assert_eq!(body["status"], "unavailable");
+    assert!(body.get("last_error").is_none(), "{body}");
+    assert!(body.get("client_restart").is_none(), "{body}");
 }

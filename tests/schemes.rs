@@ -286,9 +286,9 @@ fn webhooks_are_signed_with_the_configured_scheme() {
 #[test]
 fn the_readme_worked_examples_are_right() {
     use chinaport_proxy::auth::{RequestParts, checksum, digest, httpsig, md5_signature, mg};
-    let readme = std::fs::read_to_string("README.md").unwrap();
+    let readme = std::fs::read_to_string("docs/reference.md").unwrap();
     let body = r#"{"_method":"cus-sec_SpcGetCertNo"}"#;
-    let expect = |value: &str| assert!(readme.contains(value), "README lacks {value}");
+    let expect = |value: &str| assert!(readme.contains(value), "docs/reference.md lacks {value}");
 
     let md5 = md5_signature(
         "POST",

@@ -29,7 +29,7 @@ pub struct Exchange {
     pub audit_request: Option<Value>,
     /// Who signed it, with which scheme, and the caller's trace id (x-mg-traceid).
     pub client: Option<String>,
-    pub scheme: &'static str,
+    pub scheme: Option<crate::config::Scheme>,
     pub trace_id: Option<String>,
     /// Headers the authentication scheme adds to the response.
     pub response_headers: Vec<(String, String)>,
@@ -46,7 +46,7 @@ impl Exchange {
             ukey_method: None,
             audit_request: None,
             client: None,
-            scheme: "",
+            scheme: None,
             trace_id: None,
             response_headers: Vec::new(),
             auth_failure: None,
@@ -57,6 +57,18 @@ impl Exchange {
     /// judged against, so that time spent waiting inside the proxy never makes a caller stale.
     pub fn arrived_ms(&self) -> u64 {
         crate::ukey::now_ms().saturating_sub(self.arrived.elapsed().as_millis() as u64)
+    }
+
+    /// Whether the caller is this PC itself: exactly 127.0.0.1 or ::1. The rest of 127.0.0.0/8 is
+    /// treated as another host on purpose: nothing on this PC needs it, and it lets the tests
+    /// play a LAN host (127.0.0.2) against a real socket.
+    pub fn from_this_pc(&self) -> bool {
+        self.client_ip.is_some_and(|ip| match ip {
+            IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+            }
+        })
     }
 
     /// The client address as text, for log lines and audit records.

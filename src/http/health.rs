@@ -1,4 +1,7 @@
 //! `GET /health`: whether the card is connected and answering, for monitors and the operator.
+//! Open to every host (a load balancer checks it), but the details that describe this PC's
+//! insides (the last error's text, the client-restart command and its output) are only shown to
+//! a caller on this PC (finding L4); the status and its reason are shown to all.
 
 use super::App;
 use super::exchange::{Exchange, Input};
@@ -8,7 +11,7 @@ use crate::ukey::now_ms;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
-pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
+pub fn get(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     let status = app.ukey.status();
     let connected = status.connected.load(Ordering::SeqCst);
     let probe_ms = status.last_probe_ms.load(Ordering::SeqCst);
@@ -19,7 +22,7 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
     let expired = not_after > 0 && now_s > not_after;
     let healthy = connected && probe_ok && !expired;
     let backlog = app.webhooks.backlog();
-    let body = json!({
+    let mut body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "connected": connected,
         "days_left": days_left,
@@ -39,12 +42,22 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
             "days_left": days_left,
             "expired": expired,
         },
-        "client_restart": status.client_restart.lock().ok().and_then(|r| r.clone()),
+        "client_restart": crate::sync::lock(&status.client_restart).clone(),
         "in_flight": status.in_flight.load(Ordering::SeqCst),
         "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "time_ms": now_ms(),
     });
+    let local = ex.from_this_pc();
+    if !local && let Some(fields) = body.as_object_mut() {
+        fields.remove("last_error");
+        fields.remove("client_restart");
+        fields.insert(
+            "details".into(),
+            "last_error and client_restart are shown only to a caller on this PC (127.0.0.1)"
+                .into(),
+        );
+    }
     Reply::json(if healthy { 200 } else { 503 }, body)
 }

@@ -37,7 +37,7 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
     let calls: Vec<_> = m
         .ukey_call_seconds()
         .into_iter()
-        .map(|(method, h)| (format!("method=\"{}\"", label(&method)), h))
+        .map(|(method, h)| (format!("method=\"{}\"", label(method)), h))
         .collect();
     e.histograms(
         "chinaport_ukey_call_duration_seconds",

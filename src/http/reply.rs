@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::io::Cursor;
-use tiny_http::{Header, Response};
+use tiny_http_cp::{Header, Response};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
@@ -87,7 +87,11 @@ impl Reply {
                 content_type,
             } => (bytes, content_type),
         };
-        let mut response = Response::from_data(bytes).with_status_code(self.status);
+        // every answer is in memory, its length known: Content-Length, never tiny_http's chunked
+        // encoding past 32 KB (which /openapi.json passed), so that the simplest client reads it
+        let mut response = Response::from_data(bytes)
+            .with_status_code(self.status)
+            .with_chunked_threshold(usize::MAX);
         let fixed = [
             ("Content-Type".to_string(), content_type.to_string()),
             ("X-Request-ID".to_string(), request_id.to_string()),
