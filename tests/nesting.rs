@@ -1,6 +1,7 @@
 //! Finding H2: documents nested a million deep on every endpoint that takes XML or JSON are
 //! answered 400 (naming the limit for XML), and the proxy goes on serving. Before the fix,
-//! 4,000 levels of XML on `/api/ceb/sign` aborted the process on a stack overflow.
+//! 4,000 levels of XML on `/api/ceb/sign` aborted the process on a stack overflow. The Java
+//! signer's endpoints (`compat.java_signer`) answer their own envelope with `success: false`.
 
 mod common;
 
@@ -32,7 +33,7 @@ fn a_million_levels_of_xml_or_json_are_refused_and_the_proxy_lives_on() {
     // room for the 7 MB document, so that it reaches the parser rather than the 413
     let mut proxy = Proxy::start(
         &sim.url(),
-        json!({"server": {"max_body_bytes": 16 * 1024 * 1024}}),
+        json!({"server": {"max_body_bytes": 16 * 1024 * 1024}, "compat": {"java_signer": true}}),
     );
     proxy.wait_healthy();
     let xml = deep_xml();
@@ -85,6 +86,24 @@ fn a_million_levels_of_xml_or_json_are_refused_and_the_proxy_lives_on() {
             "{path}: {}",
             r.text()
         );
+        still_serving(&mut proxy, path);
+    }
+    // the Java signer's endpoints answer its envelope (HTTP 200, success false) by design
+    let xml_as_data = json!({ "data": deep_xml() }).to_string();
+    for (path, body) in [
+        ("/rpc/eport/signature", json_doc.as_str()),
+        ("/rpc/eport/signature", xml_as_data.as_str()),
+        ("/rpc/eport/upload/179/data", json_doc.as_str()),
+    ] {
+        let r = request(
+            proxy.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["success"], false, "{path}: {}", r.text());
         still_serving(&mut proxy, path);
     }
     // the one route that takes no body is still audited (its body parsed as JSON)
