@@ -12,6 +12,7 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod shutdown;
+pub mod sign;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sync;
