@@ -206,7 +206,7 @@ impl Runner {
         let error = e.to_string();
         self.failed_connects += 1;
         let n = self.config.client_restart_after_failures.max(1);
-        if self.failed_connects % n == 0 {
+        if self.failed_connects.is_multiple_of(n) {
             self.care.restarter.trigger(&format!(
                 "{} connection attempts in a row failed ({error})",
                 self.failed_connects
