@@ -75,6 +75,9 @@ one_of! {
         Hmac = "hmac",
         HttpSig = "httpsig",
         Checksum = "checksum",
+        /// The Java signer's `x-auth-token-eport-sign` bearer token (src/auth/token.rs): accepted
+        /// in `auth.scheme`; it signs nothing, so webhooks and `sign` cannot use it.
+        Token = "token",
     }
 }
 
@@ -180,6 +183,22 @@ pub struct Config {
     pub log: LogConfig,
     pub customs: CustomsConfig,
     pub ceb: CebConfig,
+    pub compat: CompatConfig,
+}
+
+/// Other signers' HTTP APIs this proxy also answers (docs/compat-java-signer.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatConfig {
+    /// The Java signer's `/rpc/eport/...` endpoints (Weasley-J/chinaport-data-signature);
+    /// off, they answer 404.
+    pub java_signer: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig { java_signer: true }
+    }
 }
 
 /// CEB message signing.
@@ -238,9 +257,12 @@ pub struct ServerConfig {
     /// Kept so that older configuration files still load; it has no effect: every connection is
     /// served on its own thread, bounded by `max_connections` and `max_connections_per_ip`.
     pub workers: usize,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Connections served at once; one more is answered 503 (after its request is read) and
+    /// closed.
     pub max_connections: usize,
-    /// Connections open at once from one client address; one more is answered 503 and closed.
+    /// Connections one client address may hold without a complete request (half-open, slow
+    /// head, slow body); one more is answered 503 the same way. Its calls waiting for the card
+    /// do not count.
     pub max_connections_per_ip: usize,
     /// A connection that sends nothing for this long while no request of its own is being
     /// answered is closed: idle keep-alive, or a slow head or body. Never while it waits for
@@ -248,6 +270,9 @@ pub struct ServerConfig {
     pub read_timeout_ms: u64,
     /// A request head must be complete this long after its first byte.
     pub header_timeout_ms: u64,
+    /// A request body must be complete this long after its head, however steadily it trickles;
+    /// else 408 and the connection is closed.
+    pub body_timeout_ms: u64,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
     /// The status page at `GET /` (open to this PC, signed from elsewhere).
@@ -296,7 +321,8 @@ pub struct AuthConfig {
     pub allow_unauthenticated: bool,
     /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
-    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", or a list of them.
+    /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", "token" (the Java signer's
+    /// `x-auth-token-eport-sign` header), or a list of them.
     #[serde(deserialize_with = "scheme_or_list")]
     pub scheme: Vec<Scheme>,
     /// Clients by id, each with its own key material.
@@ -414,9 +440,16 @@ fn optional_scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scheme>, D:
     if text.is_empty() {
         return Ok(None);
     }
-    Scheme::parse(&text)
-        .map(Some)
-        .ok_or_else(|| serde::de::Error::custom(format!("must be {}, or empty", Scheme::choices())))
+    match Scheme::parse(&text) {
+        Some(Scheme::Token) => Err(serde::de::Error::custom(
+            "\"token\" signs nothing; webhooks need md5, hmac, httpsig or checksum",
+        )),
+        Some(scheme) => Ok(Some(scheme)),
+        None => Err(serde::de::Error::custom(format!(
+            "must be {}, or empty",
+            Scheme::choices()
+        ))),
+    }
 }
 
 fn optional_scheme_as_string<S: Serializer>(v: &Option<Scheme>, s: S) -> Result<S::Ok, S::Error> {
@@ -514,6 +547,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 32,
             read_timeout_ms: 15_000,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             status_page: true,
             allowed_origins: Vec::new(),
@@ -825,11 +859,12 @@ impl Config {
             ));
         }
         Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("server.workers", self.server.workers as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip as u64,

@@ -1,6 +1,7 @@
 //! Request authentication: the four signature schemes (`md5`, `hmac` x-mg gateway headers,
-//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the client key
-//! material they check against, and signing of outgoing calls (webhooks, the `sign` command).
+//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the Java
+//! signer's bearer `token`, the client key material they check against, and signing of outgoing
+//! calls (webhooks, the `sign` command).
 
 pub mod checksum;
 pub mod digest;
@@ -12,6 +13,7 @@ pub mod mg;
 pub mod outgoing;
 pub mod replay;
 pub mod secret;
+pub mod token;
 
 use crate::config::AuthConfig;
 use base64::Engine;
@@ -272,6 +274,7 @@ impl Scheme {
             Scheme::Hmac => "x-mg-secretid, x-mg-nonce, x-mg-sign (hmac)",
             Scheme::HttpSig => "Signature-Input and Signature (httpsig)",
             Scheme::Checksum => "a signature field in the JSON body (checksum)",
+            Scheme::Token => "x-auth-token-eport-sign (token)",
         }
     }
 }
@@ -396,15 +399,23 @@ impl Authenticator {
     pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
         let chosen = match self.schemes.as_slice() {
             [only] => Some(*only),
-            _ => [Scheme::Hmac, Scheme::HttpSig, Scheme::Md5, Scheme::Checksum]
-                .into_iter()
-                .filter(|s| self.schemes.contains(s))
-                .find(|s| match s {
-                    Scheme::Md5 => md5::Md5Scheme::applies(req),
-                    Scheme::Hmac => mg::MgScheme::applies(req),
-                    Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
-                    Scheme::Checksum => self.checksum.applies(req),
-                }),
+            // the token's own header first: it is the most specific of all
+            _ => [
+                Scheme::Token,
+                Scheme::Hmac,
+                Scheme::HttpSig,
+                Scheme::Md5,
+                Scheme::Checksum,
+            ]
+            .into_iter()
+            .filter(|s| self.schemes.contains(s))
+            .find(|s| match s {
+                Scheme::Token => token::TokenScheme::applies(req),
+                Scheme::Md5 => md5::Md5Scheme::applies(req),
+                Scheme::Hmac => mg::MgScheme::applies(req),
+                Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
+                Scheme::Checksum => self.checksum.applies(req),
+            }),
         };
         let Some(scheme) = chosen else {
             return Err(AuthError::NoCredentials(
@@ -420,6 +431,7 @@ impl Authenticator {
             Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
             Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
             Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
+            Scheme::Token => token::TokenScheme::verify(req, &self.clients),
         }?;
         ok.scheme = Some(scheme);
         Ok(ok)
