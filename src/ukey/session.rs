@@ -335,7 +335,10 @@ impl Session {
             _ => return,
         };
         self.failed_connects += 1;
-        if self.failed_connects % self.settings.restart_after_failures == 0 {
+        if self
+            .failed_connects
+            .is_multiple_of(self.settings.restart_after_failures)
+        {
             out.push(Action::Report(Report::Restart(format!(
                 "{} connection attempts in a row failed ({error})",
                 self.failed_connects
