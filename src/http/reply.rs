@@ -87,7 +87,11 @@ impl Reply {
                 content_type,
             } => (bytes, content_type),
         };
-        let mut response = Response::from_data(bytes).with_status_code(self.status);
+        // the whole body is in memory, so its length is known: always Content-Length, never
+        // tiny_http's switch to chunked above 32 KB (the API description passed it)
+        let mut response = Response::from_data(bytes)
+            .with_status_code(self.status)
+            .with_chunked_threshold(usize::MAX);
         let fixed = [
             ("Content-Type".to_string(), content_type.to_string()),
             ("X-Request-ID".to_string(), request_id.to_string()),
