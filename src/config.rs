@@ -277,6 +277,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The status page at `GET /` (open to this PC, signed from elsewhere).
     pub status_page: bool,
+    /// Web origins (`https://erp.example`) whose pages may call the proxy; a request carrying
+    /// any other `Origin` (or `Sec-Fetch-Site: cross-site`) is refused 403. `"*"` allows all.
+    pub allowed_origins: Vec<String>,
+    /// Host names besides localhost/127.0.0.1/[::1] under which the status page answers (a page
+    /// on another name could read it through DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -309,8 +315,10 @@ pub struct UkeyConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of the single-client set-up (the client `default`); empty and no `clients`
-    /// disables authentication.
+    /// disables authentication, and then only this PC (127.0.0.1) is served.
     pub app_secret: String,
+    /// With no secret: serve callers on other computers too, unsigned (WARNed at every start).
+    pub allow_unauthenticated: bool,
     /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
     /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", "token" (the Java signer's
@@ -335,6 +343,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             app_secret: String::new(),
+            allow_unauthenticated: false,
             max_skew_ms: 3000,
             scheme: vec![Scheme::Md5],
             clients: BTreeMap::new(),
@@ -530,7 +539,8 @@ impl Default for LogConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            host: IpAddr::from([0, 0, 0, 0]),
+            // this PC only until a secret is set (#30.1); see auth::exposure
+            host: IpAddr::from([127, 0, 0, 1]),
             port: 8780,
             workers: 8,
             max_connections: 1024,
@@ -540,6 +550,8 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             status_page: true,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -941,7 +953,7 @@ mod tests {
     fn empty_object_gives_defaults() {
         let c = parse_str("{}").unwrap();
         assert_eq!(c.server.port, 8780);
-        assert_eq!(c.server.host, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.server.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(c.ukey.url, "ws://127.0.0.1:61232");
         assert_eq!(c.ukey.password, "88888888");
         assert_eq!(c.ukey.health_interval_s, 30);

@@ -95,6 +95,11 @@ fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), Str
     let server =
         HttpServer::start(listener, app.clone()).map_err(|e| format!("cannot start HTTP: {e}"))?;
     log::info!("listening on http://{}", server.addr);
+    if let Some(warning) =
+        chinaport_proxy::auth::exposure::Exposure::of(&app.config).warning(server.addr)
+    {
+        log::warn!("{warning}");
+    }
 
     signals.wait();
     server.drain(&app, DRAIN_TIMEOUT);
