@@ -37,15 +37,15 @@ fn md5_hex(s: &str) -> String {
 }
 
 /// A receiver that accepts everything at once.
-fn receiver() -> (Arc<tiny_http::Server>, String) {
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+fn receiver() -> (Arc<tiny_http_cp::Server>, String) {
+    let server = Arc::new(tiny_http_cp::Server::http("127.0.0.1:0").unwrap());
     let url = format!("http://{}/audit", server.server_addr().to_ip().unwrap());
     for _ in 0..2 {
         let s = server.clone();
         std::thread::spawn(move || {
             while let Ok(mut rq) = s.recv() {
                 let _ = std::io::copy(rq.as_reader(), &mut std::io::sink());
-                let _ = rq.respond(tiny_http::Response::from_string("{}"));
+                let _ = rq.respond(tiny_http_cp::Response::from_string("{}"));
             }
         });
     }

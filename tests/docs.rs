@@ -65,11 +65,16 @@ fn error_codes(text: &str) -> BTreeSet<String> {
 }
 
 /// Each English page and its Chinese twin.
-const PAIRS: [(&str, &str); 4] = [
+const PAIRS: [(&str, &str); 6] = [
     ("README.md", "README.zh-CN.md"),
     ("docs/reference.md", "docs/reference.zh-CN.md"),
     ("docs/benchmark.md", "docs/benchmark.zh-CN.md"),
     ("docs/windows.md", "docs/windows.zh-CN.md"),
+    (
+        "docs/compat-java-signer.md",
+        "docs/compat-java-signer.zh-CN.md",
+    ),
+    ("docs/fleet.md", "docs/fleet.zh-CN.md"),
 ];
 
 #[test]

@@ -1,15 +1,18 @@
 //! Request authentication: the four signature schemes (`md5`, `hmac` x-mg gateway headers,
-//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the client key
-//! material they check against, and signing of outgoing calls (webhooks, the `sign` command).
+//! `httpsig` RFC 9421 with RFC 9530 digests, `checksum` sorted fields in the body), the Java
+//! signer's bearer `token`, the client key material they check against, and signing of outgoing
+//! calls (webhooks, the `sign` command).
 
 pub mod checksum;
 pub mod digest;
 pub mod httpsig;
+pub mod keys;
 pub mod md5;
 pub mod mg;
 pub mod outgoing;
 pub mod replay;
 pub mod secret;
+pub mod token;
 
 use crate::config::AuthConfig;
 use base64::Engine;
@@ -270,6 +273,7 @@ impl Scheme {
             Scheme::Hmac => "x-mg-secretid, x-mg-nonce, x-mg-sign (hmac)",
             Scheme::HttpSig => "Signature-Input and Signature (httpsig)",
             Scheme::Checksum => "a signature field in the JSON body (checksum)",
+            Scheme::Token => "x-auth-token-eport-sign (token)",
         }
     }
 }
@@ -294,24 +298,17 @@ pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, S
         .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
 }
 
-/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (PEM or
-/// base64 SPKI, at least 2048 bits). The key's type decides which algorithms it may sign with.
+/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (SPKI or
+/// PKCS#1, PEM or base64, at least 2048 bits). The key's type decides which algorithms it may
+/// sign with.
 pub fn parse_public_key(text: &str) -> Result<ClientKey, String> {
     if let Ok(k) = parse_ed25519_public(text) {
         return Ok(ClientKey::Ed25519(k));
     }
-    use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = B64
-        .decode(body.as_bytes())
-        .map_err(|_| "neither an Ed25519 nor an RSA public key (PEM or base64)".to_string())?;
-    let key = rsa::PublicKey::from_public_key_der(&der)
-        .map_err(|_| "neither an Ed25519 nor an RSA public key".to_string())?;
+    let key = keys::rsa_public(text).map_err(|_| {
+        "neither an Ed25519 nor an RSA public key (SPKI \"PUBLIC KEY\" or PKCS#1 \"RSA PUBLIC KEY\", PEM or base64)".to_string()
+    })?;
     if key.size() * 8 < 2048 {
         return Err(format!(
             "an RSA key of {} bits; at least 2048 are needed",
@@ -401,15 +398,23 @@ impl Authenticator {
     pub fn verify(&self, req: &RequestParts<'_>, now_ms: u64) -> Result<Authenticated, AuthError> {
         let chosen = match self.schemes.as_slice() {
             [only] => Some(*only),
-            _ => [Scheme::Hmac, Scheme::HttpSig, Scheme::Md5, Scheme::Checksum]
-                .into_iter()
-                .filter(|s| self.schemes.contains(s))
-                .find(|s| match s {
-                    Scheme::Md5 => md5::Md5Scheme::applies(req),
-                    Scheme::Hmac => mg::MgScheme::applies(req),
-                    Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
-                    Scheme::Checksum => self.checksum.applies(req),
-                }),
+            // the token's own header first: it is the most specific of all
+            _ => [
+                Scheme::Token,
+                Scheme::Hmac,
+                Scheme::HttpSig,
+                Scheme::Md5,
+                Scheme::Checksum,
+            ]
+            .into_iter()
+            .filter(|s| self.schemes.contains(s))
+            .find(|s| match s {
+                Scheme::Token => token::TokenScheme::applies(req),
+                Scheme::Md5 => md5::Md5Scheme::applies(req),
+                Scheme::Hmac => mg::MgScheme::applies(req),
+                Scheme::HttpSig => httpsig::HttpSigScheme::applies(req),
+                Scheme::Checksum => self.checksum.applies(req),
+            }),
         };
         let Some(scheme) = chosen else {
             return Err(AuthError::NoCredentials(
@@ -425,6 +430,7 @@ impl Authenticator {
             Scheme::Hmac => self.mg.verify(req, &self.clients, now_ms),
             Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
             Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
+            Scheme::Token => token::TokenScheme::verify(req, &self.clients),
         }?;
         ok.scheme = Some(scheme);
         Ok(ok)

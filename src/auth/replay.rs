@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 /// Entries remembered per client and scheme unless `auth.max_remembered_per_client` says
 /// otherwise.
-pub const DEFAULT_CAPACITY_PER_CLIENT: usize = 100_000;
+pub const DEFAULT_CAPACITY_PER_CLIENT: usize = crate::config::DEFAULT_REMEMBERED_PER_CLIENT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {

@@ -4,8 +4,8 @@
 
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use super::{App, card, ceb, customs, health, metrics_page, openapi, rpc, status_page};
-use tiny_http::Method;
+use super::{App, card, ceb, compat, customs, health, metrics_page, openapi, rpc, status_page};
+use tiny_http_cp::Method;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,49 @@ pub static ROUTES: &[Route] = &[
         path: "/api/ukey/restart",
         access: Access::Signed,
         handler: card::restart,
+    },
+    // the Java signer's API (compat.java_signer; docs/compat-java-signer.md)
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/signature",
+        access: Access::Signed,
+        handler: compat::signature,
+    },
+    Route {
+        method: Method::Get,
+        path: "/rpc/eport/cert/download",
+        access: Access::Signed,
+        handler: compat::cert_download,
+    },
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/ukey/health/endpoint/RESTART",
+        access: Access::Signed,
+        handler: compat::health_restart,
+    },
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/ukey/health/endpoint/START",
+        access: Access::Signed,
+        handler: compat::health_start,
+    },
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/ukey/health/endpoint/STOP",
+        access: Access::Signed,
+        handler: compat::health_stop,
+    },
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/ukey/health/endpoint/REPAIR",
+        access: Access::Signed,
+        handler: compat::health_repair,
+    },
+    Route {
+        method: Method::Post,
+        path: "/rpc/eport/upload/179/data",
+        access: Access::Signed,
+        handler: compat::upload_179,
     },
 ];
 

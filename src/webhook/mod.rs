@@ -81,7 +81,15 @@ fn signer_of(config: &crate::config::Config) -> Option<Signer> {
     let scheme = config
         .webhook
         .sign_scheme
-        .or_else(|| config.auth.scheme.first().copied())
+        // the token signs nothing: the first scheme that signs
+        .or_else(|| {
+            config
+                .auth
+                .scheme
+                .iter()
+                .copied()
+                .find(|s| *s != crate::config::Scheme::Token)
+        })
         .unwrap_or(crate::config::Scheme::Md5);
     Some(Signer {
         scheme,

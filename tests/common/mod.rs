@@ -3,7 +3,9 @@
 //! exactly the bytes they mean (malformed ones included). Every wait is a poll with a deadline.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod receiver;
+pub mod standin;
 
 use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
 use serde_json::{Value, json};
