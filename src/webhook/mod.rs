@@ -371,32 +371,39 @@ impl Delivery {
         let mut ukey_events = ukey_events.clone();
         let mut retry = self.settings.retry_first;
         let mut failing_since: Option<Instant> = None;
+        // while failing, the next attempt waits for this even when new events arrive: a wake
+        // per event would turn the backoff into a busy retry loop against a receiver that is down
+        let mut next_try = Instant::now();
         loop {
-            let wait = match self.deliver_pending(stop) {
-                Ok(()) => {
-                    if let Some(since) = failing_since.take() {
-                        log::info!(
-                            "webhooks: receiver accepts again after {} s; backlog delivered",
-                            since.elapsed().as_secs()
-                        );
+            let now = Instant::now();
+            if now >= next_try {
+                match self.deliver_pending(stop) {
+                    Ok(()) => {
+                        if let Some(since) = failing_since.take() {
+                            log::info!(
+                                "webhooks: receiver accepts again after {} s; backlog delivered",
+                                since.elapsed().as_secs()
+                            );
+                        }
+                        retry = self.settings.retry_first;
                     }
-                    retry = self.settings.retry_first;
-                    None
-                }
-                Err(why) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        log::warn!(
-                            "webhooks: delivery failed ({why}); events wait in the journal and are retried with backoff"
-                        );
-                    } else {
-                        log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
+                    Err(why) => {
+                        if failing_since.is_none() {
+                            failing_since = Some(Instant::now());
+                            log::warn!(
+                                "webhooks: delivery failed ({why}); events wait in the journal and are retried with backoff"
+                            );
+                        } else {
+                            log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
+                        }
+                        next_try = Instant::now() + retry;
+                        retry = (retry * 2).min(self.settings.retry_max);
                     }
-                    let w = retry;
-                    retry = (retry * 2).min(self.settings.retry_max);
-                    Some(w)
                 }
-            };
+            }
+            let wait = failing_since
+                .is_some()
+                .then(|| next_try.saturating_duration_since(Instant::now()));
             // the marker is written within MARKER_EVERY of a delivery, even when nothing follows
             let mut marker = self.journal.marker_due_in();
             if marker == Some(Duration::ZERO) {
