@@ -444,10 +444,14 @@ fn connection_cap_idle_timeout_and_header_limits() {
     // (the slots of the connections above are freed as their threads finish: a request that
     // still finds them all taken is answered 503 "too many open connections" and tried again)
     let past_cap = |raw: &[u8]| {
-        wait_for(Duration::from_secs(5), "a free slot for the request", || {
-            let r = raw_request(proxy.addr, raw);
-            (!(r.status == 503 && r.text().contains("too many open connections"))).then_some(r)
-        })
+        wait_for(
+            Duration::from_secs(5),
+            "a free slot for the request",
+            || {
+                let r = raw_request(proxy.addr, raw);
+                (!(r.status == 503 && r.text().contains("too many open connections"))).then_some(r)
+            },
+        )
     };
     let r = past_cap(long.as_bytes());
     assert_eq!(r.status, 431);

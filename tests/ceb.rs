@@ -75,6 +75,7 @@ fn canonical_form_agrees_with_lxml_and_xmllint_byte_for_byte() {
     );
 }
 
+use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
 use common::*;
 use serde_json::json;
 
@@ -241,4 +242,152 @@ fn hostile_and_broken_messages_are_refused() {
             .any(|f| f["_method"] == "cus-sec_SpcSignDataAsPEM")
     );
     assert_eq!(proxy.get("/health").status, 200);
+}
+
+const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+
+/// Base64 SHA-1 of the message's C14N without its signature: what a wrapping attacker puts
+/// beside the real DigestValue.
+fn digest_without_signature(xml: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let doc = c14n::parse(&c14n::normalise_line_ends(xml)).unwrap();
+    let sig = c14n::find_elements(&doc, DSIG, "Signature")[0];
+    let canonical = c14n::canonicalize_without(&doc, Some(sig));
+    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(canonical.as_bytes()))
+}
+
+fn verify(proxy: &Proxy, xml: &str) -> serde_json::Value {
+    let r = proxy.post("/api/ceb/verify", &json!({ "xml": xml }).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Finding M5: the goods value changed and a DigestValue of the changed message slipped into a
+/// `ds:Object` ahead of SignedInfo was answered `valid: true` on 40b6e27 (the first
+/// DigestValue anywhere in the signature was taken). xmlsec1 refuses it; so must we.
+#[test]
+fn wrapped_signatures_are_not_valid() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let dir = TempDir::new("ceb-wrap");
+    let cert = cert_pem(&sim);
+    let message = std::fs::read_to_string("tests/ceb_corpus/ceb311.xml").unwrap();
+    let r = request(
+        proxy.addr,
+        "POST",
+        "/api/ceb/sign",
+        &[("Content-Type", "application/xml")],
+        message.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let signed = r.text();
+    let v = verify(&proxy, &signed);
+    assert_eq!(v["valid"], true, "{v}");
+
+    let tampered = signed.replace("<ceb:goodsValue>143.64<", "<ceb:goodsValue>999999.00<");
+    assert_ne!(tampered, signed);
+    let open = format!("<ds:Signature xmlns:ds=\"{DSIG}\">");
+    let wrapped = tampered.replace(
+        &open,
+        &format!(
+            "{open}<ds:Object><ds:DigestValue>{}</ds:DigestValue></ds:Object>",
+            digest_without_signature(&tampered)
+        ),
+    );
+    assert!(
+        !xmlsec_verifies(&dir, &wrapped, &cert),
+        "xmlsec1 accepts it"
+    );
+    let v = verify(&proxy, &wrapped);
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["errors"].to_string().contains("must hold exactly"), "{v}");
+    let v = verify(&proxy, &signed);
+    assert_eq!(v["this_card"], true, "{v}");
+    assert_eq!(v["signer"]["serial"], sim.cert_no().trim_start_matches('0'));
+
+    // the same smuggled DigestValue after KeyInfo, where XML-DSig allows an Object
+    let after = tampered.replace(
+        "</ds:KeyInfo>",
+        &format!(
+            "</ds:KeyInfo><ds:Object><ds:DigestValue>{}</ds:DigestValue></ds:Object>",
+            digest_without_signature(&tampered)
+        ),
+    );
+    assert!(!xmlsec_verifies(&dir, &after, &cert));
+    let v = verify(&proxy, &after);
+    assert_eq!(v["valid"], false, "{v}");
+
+    // a second signature (the genuine one, copied into the order) is refused, wherever it is
+    let sig_start = signed.find(&open).unwrap();
+    let sig_end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let copy = &signed[sig_start..sig_end];
+    let doubled = signed.replacen("<ceb:Order>", &format!("<ceb:Order>{copy}"), 1);
+    let v = verify(&proxy, &doubled);
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["errors"].to_string().contains("2 ds:Signature"), "{v}");
+
+    // the signature moved off the root: not where CEB carries it
+    let moved =
+        signed
+            .replacen(copy, "", 1)
+            .replacen("<ceb:Order>", &format!("<ceb:Order>{copy}"), 1);
+    let v = verify(&proxy, &moved);
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["errors"].to_string().contains("not a child"), "{v}");
+}
+
+/// Finding M5, second part: a message signed by another card verified as valid because the
+/// embedded certificate was trusted as it came. It is now named, and not this card's.
+#[test]
+fn a_message_signed_by_another_card_names_that_card() {
+    let ours = simulator();
+    let theirs = Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("test-simulator-ukey-other.pem"),
+        ),
+        card: CardKind::Rsa,
+        cert_days: None,
+    })
+    .expect("the other card");
+    assert_ne!(ours.cert_no(), theirs.cert_no());
+    let proxy = Proxy::start(&ours.url(), json!({}));
+    let other = Proxy::start(&theirs.url(), json!({}));
+    proxy.wait_healthy();
+    other.wait_healthy();
+    let xml = "<CEB311Message xmlns=\"http://www.chinaport.gov.cn/ceb\"><goodsValue>100.00</goodsValue></CEB311Message>";
+    let r = other.post("/api/ceb/sign", &json!({ "xml": xml }).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let foreign = r.json()["signedXml"].as_str().unwrap().to_string();
+    let dir = TempDir::new("ceb-foreign");
+    // the independent judge: a sound signature by their card, not by ours
+    assert!(xmlsec_verifies(&dir, &foreign, &cert_pem(&theirs)));
+    assert!(!xmlsec_verifies(&dir, &foreign, &cert_pem(&ours)));
+
+    let v = verify(&proxy, &foreign);
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["this_card"], false, "{v}");
+    assert_eq!(v["checks"]["digest"], true, "{v}");
+    assert_eq!(v["checks"]["signature"], true, "{v}");
+    assert_eq!(v["cert_no"], theirs.cert_no());
+    assert_eq!(
+        v["signer"]["serial"],
+        theirs.cert_no().trim_start_matches('0')
+    );
+    assert_eq!(v["card_cert_no"], ours.cert_no());
+    assert!(
+        v["signer"]["subject"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    assert!(v["errors"].to_string().contains(&ours.cert_no()), "{v}");
+    // and on their own proxy it is theirs
+    let v = verify(&other, &foreign);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["this_card"], true, "{v}");
 }

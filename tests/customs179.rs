@@ -398,3 +398,47 @@ fn signing_a_session_twice_warns_and_is_audited() {
     assert_eq!(audits[0].body["success"], true);
     assert_eq!(audits[0].body["response"]["signSource"], EXPECTED_SOURCE);
 }
+
+/// Finding L10: `"totalAmount": 123456789012345678901234567890` was signed as
+/// `123456789012345660285533552` (the f64 it parsed to). Now a number beyond what JSON carries
+/// exactly is refused, nothing reaches the card, and the same amount as a string is signed
+/// digit for digit.
+#[test]
+fn amounts_beyond_two_to_the_53_fen_are_refused_not_rounded() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let order = order_179("huge", false);
+    assert!(order.contains("\"totalAmount\":1,"));
+    let huge = order.replace(
+        "\"totalAmount\":1,",
+        "\"totalAmount\":123456789012345678901234567890,",
+    );
+    let r = proxy.post("/api/customs179", &huge);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("totalAmount") && e.contains("90071992547409.92"),
+        "{e}"
+    );
+    assert!(
+        !sim.received()
+            .iter()
+            .any(|f| f["_method"] == "cus-sec_SpcSignDataAsPEM"),
+        "nothing was signed"
+    );
+    let as_string = order.replace(
+        "\"totalAmount\":1,",
+        "\"totalAmount\":\"123456789012345678901234567890\",",
+    );
+    let r = proxy.post("/api/customs179", &as_string);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["signSource"]
+            .as_str()
+            .unwrap()
+            .contains("\"totalAmount\":123456789012345678901234567890,"),
+        "{}",
+        r.text()
+    );
+}

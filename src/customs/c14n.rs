@@ -3,6 +3,10 @@
 //! to what C14N needs: line-end and attribute-value normalisation, namespace declarations written
 //! where they change, namespace then attribute ordering, C14N escaping, empty elements expanded,
 //! comments dropped. A DOCTYPE is refused, so no entity is ever expanded.
+//!
+//! Hostile input (finding H2): elements nest at most [`MAX_DEPTH`] deep, and nothing here
+//! recurses over the tree (writing, searching and dropping it walk an explicit stack), so no
+//! document can exhaust a connection thread's stack.
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -10,6 +14,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// How deep elements may nest (the root is depth 1). CEB messages nest fewer than 10 levels
+/// (message, order, head or list, field); 256 leaves room for any real message and its
+/// signature while refusing the deep documents that attack a parser.
+pub const MAX_DEPTH: usize = 256;
 
 /// Why a document was refused, with where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +39,7 @@ impl fmt::Display for XmlError {
 }
 
 /// A parsed element.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Element {
     /// The qualified name as written (`ceb:OrderHead`).
     pub name: String,
@@ -45,7 +54,7 @@ pub struct Element {
     pub empty: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Node {
     Element(Element),
     Text(String),
@@ -53,8 +62,20 @@ pub enum Node {
     Pi(String, String),
 }
 
+/// Dropping a tree walks it with an explicit stack: the derived drop recurses once per level.
+impl Drop for Element {
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.children);
+        while let Some(node) = pending.pop() {
+            if let Node::Element(mut e) = node {
+                pending.append(&mut e.children);
+            }
+        }
+    }
+}
+
 /// A parsed document: processing instructions before and after the root, and the root.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Document {
     pub prolog: Vec<Node>,
     pub root: Element,
@@ -185,6 +206,11 @@ pub fn parse(text: &str) -> Result<Document, XmlError> {
                 let is_empty = text[..reader.buffer_position() as usize].ends_with("/>");
                 if root.is_some() && stack.is_empty() {
                     return Err(at("a second root element".into()));
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(at(format!(
+                        "elements are nested more than {MAX_DEPTH} levels deep (the limit; CEB messages nest fewer than 10)"
+                    )));
                 }
                 let name = std::str::from_utf8(e.name().as_ref())
                     .map_err(|_| at("a name is not UTF-8".into()))?
@@ -349,18 +375,68 @@ fn escape_attr(s: &str, out: &mut String) {
 /// Namespaces in scope: prefix → URI ("" is the default namespace).
 type Scope = BTreeMap<String, String>;
 
+/// An element being written: its namespaces in scope and those its output ancestors rendered,
+/// and the index of its next child.
+struct Open<'a> {
+    el: &'a Element,
+    scope: Scope,
+    rendered: Scope,
+    next: usize,
+}
+
+/// Writes `root`'s subtree, leaving out the element `skip` (the enveloped-signature transform),
+/// with an explicit stack rather than recursion.
 fn write_element(
-    el: &Element,
+    root: &Element,
+    in_scope: &Scope,
+    rendered: &Scope,
+    inherited_xml_attrs: &[(String, String)],
+    skip: Option<&Element>,
+    out: &mut String,
+) {
+    let mut stack = vec![start_tag(
+        root,
+        in_scope,
+        rendered,
+        inherited_xml_attrs,
+        out,
+    )];
+    while let Some(top) = stack.last_mut() {
+        let el: &Element = top.el;
+        let Some(child) = el.children.get(top.next) else {
+            out.push_str("</");
+            out.push_str(&el.name);
+            out.push('>');
+            stack.pop();
+            continue;
+        };
+        top.next += 1;
+        match child {
+            Node::Element(c) if skip.is_some_and(|s| std::ptr::eq(s, c)) => {}
+            Node::Element(c) => {
+                let open = start_tag(c, &top.scope, &top.rendered, &[], out);
+                stack.push(open);
+            }
+            Node::Text(t) => escape_text(t, out),
+            Node::Comment => {}
+            Node::Pi(target, data) => write_pi(target, data, out),
+        }
+    }
+}
+
+/// Writes an element's start tag: the namespace declarations that differ from what its output
+/// ancestors rendered, then its attributes in C14N order.
+fn start_tag<'a>(
+    el: &'a Element,
     in_scope: &Scope,
     rendered: &Scope,
     inherited_xml_attrs: &[(String, String)],
     out: &mut String,
-) {
+) -> Open<'a> {
     let mut scope = in_scope.clone();
     for (p, uri) in &el.ns {
         scope.insert(p.clone(), uri.clone());
     }
-    // namespace declarations that differ from what the output ancestors rendered
     let mut now_rendered = rendered.clone();
     let mut decls: Vec<(&String, &String)> = Vec::new();
     for (p, uri) in &scope {
@@ -370,8 +446,10 @@ fn write_element(
         }
         if before != uri {
             decls.push((p, uri));
-            now_rendered.insert(p.clone(), uri.clone());
         }
+    }
+    for (p, uri) in &decls {
+        now_rendered.insert((*p).clone(), (*uri).clone());
     }
     out.push('<');
     out.push_str(&el.name);
@@ -413,17 +491,12 @@ fn write_element(
         out.push('"');
     }
     out.push('>');
-    for child in &el.children {
-        match child {
-            Node::Element(c) => write_element(c, &scope, &now_rendered, &[], out),
-            Node::Text(t) => escape_text(t, out),
-            Node::Comment => {}
-            Node::Pi(target, data) => write_pi(target, data, out),
-        }
+    Open {
+        el,
+        scope,
+        rendered: now_rendered,
+        next: 0,
     }
-    out.push_str("</");
-    out.push_str(&el.name);
-    out.push('>');
 }
 
 fn write_pi(target: &str, data: &str, out: &mut String) {
@@ -438,6 +511,12 @@ fn write_pi(target: &str, data: &str, out: &mut String) {
 
 /// The canonical form of the whole document, without comments.
 pub fn canonicalize(doc: &Document) -> String {
+    canonicalize_without(doc, None)
+}
+
+/// The canonical form of the whole document without the element `skip` (and its subtree): what
+/// the enveloped-signature transform leaves of a document whose signature `skip` is.
+pub fn canonicalize_without(doc: &Document, skip: Option<&Element>) -> String {
     let mut out = String::new();
     for node in &doc.prolog {
         if let Node::Pi(t, d) = node {
@@ -445,7 +524,7 @@ pub fn canonicalize(doc: &Document) -> String {
             out.push('\n');
         }
     }
-    write_element(&doc.root, &Scope::new(), &Scope::new(), &[], &mut out);
+    write_element(&doc.root, &Scope::new(), &Scope::new(), &[], skip, &mut out);
     for node in &doc.epilog {
         if let Node::Pi(t, d) = node {
             out.push('\n');
@@ -459,6 +538,15 @@ pub fn canonicalize(doc: &Document) -> String {
 /// namespaces and `xml:*` attributes it inherits from its ancestors are written on it.
 /// `path` is the child-element indexes from the root.
 pub fn canonicalize_subtree(doc: &Document, path: &[usize]) -> Option<String> {
+    canonicalize_subtree_without(doc, path, None)
+}
+
+/// [`canonicalize_subtree`] leaving out the element `skip` (the enveloped-signature transform).
+pub fn canonicalize_subtree_without(
+    doc: &Document,
+    path: &[usize],
+    skip: Option<&Element>,
+) -> Option<String> {
     let mut scope = Scope::new();
     let mut xml_attrs: Vec<(String, String)> = Vec::new();
     let mut el = &doc.root;
@@ -480,26 +568,52 @@ pub fn canonicalize_subtree(doc: &Document, path: &[usize]) -> Option<String> {
             .nth(i)?;
     }
     let mut out = String::new();
-    write_element(el, &scope, &Scope::new(), &xml_attrs, &mut out);
+    write_element(el, &scope, &Scope::new(), &xml_attrs, skip, &mut out);
     Some(out)
 }
 
-/// Finds an element by namespace URI and local name anywhere in the document.
-pub fn contains_element(doc: &Document, ns_uri: &str, local: &str) -> bool {
-    fn walk(el: &Element, scope: &Scope, ns_uri: &str, local: &str) -> bool {
-        let mut scope = scope.clone();
+/// Every element of the document with the namespace URI and local name given, in document
+/// order, found with an explicit stack.
+pub fn find_elements<'a>(doc: &'a Document, ns_uri: &str, local: &str) -> Vec<&'a Element> {
+    let mut found = Vec::new();
+    let mut stack: Vec<(&Element, Scope)> = vec![(&doc.root, Scope::new())];
+    while let Some((el, parent_scope)) = stack.pop() {
+        let mut scope = parent_scope;
         for (p, uri) in &el.ns {
             scope.insert(p.clone(), uri.clone());
         }
         let (prefix, name) = el.name.split_once(':').unwrap_or(("", &el.name));
         if name == local && scope.get(prefix).map(String::as_str) == Some(ns_uri) {
-            return true;
+            found.push(el);
         }
-        el.children
-            .iter()
-            .any(|c| matches!(c, Node::Element(e) if walk(e, &scope, ns_uri, local)))
+        // reversed, so that the stack yields them in document order
+        for child in el.children.iter().rev() {
+            if let Node::Element(e) = child {
+                stack.push((e, scope.clone()));
+            }
+        }
     }
-    walk(&doc.root, &Scope::new(), ns_uri, local)
+    found
+}
+
+/// Whether an element with that namespace URI and local name is anywhere in the document.
+pub fn contains_element(doc: &Document, ns_uri: &str, local: &str) -> bool {
+    !find_elements(doc, ns_uri, local).is_empty()
+}
+
+/// Every element in the document, in document order, found with an explicit stack.
+pub fn all_elements(doc: &Document) -> Vec<&Element> {
+    let mut found = Vec::new();
+    let mut stack = vec![&doc.root];
+    while let Some(el) = stack.pop() {
+        found.push(el);
+        for child in el.children.iter().rev() {
+            if let Node::Element(e) = child {
+                stack.push(e);
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ fn invalid(path: &str, reason: impl Into<String>) -> Invalid {
     }
 }
 
+/// 2^53: the largest count of fen below which every whole number of fen is an exact f64.
+const MAX_EXACT_FEN: f64 = 9_007_199_254_740_992.0;
+/// The same in yuan, as the refusal states it.
+const MAX_EXACT_YUAN: &str = "90071992547409.92";
+
 /// `totalAmount` as customs wants it: a bare number without trailing zeros or float artefacts.
 /// It is money (yuan, at most two decimals for fen), so a number is rounded to two decimals,
 /// which removes artefacts such as 143.64000000000001 however the caller's JSON library wrote
@@ -125,6 +130,17 @@ pub fn format_amount(v: &Value, path: &str) -> Result<String, Invalid> {
                 Some(f) if f.is_finite() && f >= 0.0 => f,
                 _ => return Err(invalid(path, "must be a non-negative amount")),
             };
+            // a JSON number reaches us as an f64: beyond 2^53 fen it no longer holds every
+            // amount exactly, and what was signed would differ from what was sent (L10)
+            if f >= MAX_EXACT_FEN / 100.0 {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "{n} is too large to be carried exactly as a JSON number (the limit is \
+                         {MAX_EXACT_YUAN} yuan); send it as a decimal string such as \"{n}\" if it is meant"
+                    ),
+                ));
+            }
             let cents = (f * 100.0).round();
             if (f * 100.0 - cents).abs() > 1e-6 {
                 return Err(fen(&n.to_string()));
@@ -437,6 +453,20 @@ mod tests {
         ] {
             assert_eq!(format_amount(&v, "a").unwrap(), want, "{v}");
         }
+        // beyond 2^53 fen a JSON number is no longer exact: refused, not rounded (L10)
+        let huge: Value = serde_json::from_str("123456789012345678901234567890").unwrap();
+        let e = format_amount(&huge, "a").unwrap_err();
+        assert!(e.reason.contains("90071992547409.92"), "{e}");
+        assert!(format_amount(&json!(9007199254740993u64), "a").is_err());
+        assert_eq!(
+            format_amount(&json!(90071992547409.0), "a").unwrap(),
+            "90071992547409"
+        );
+        // as a string it is exact at any size
+        assert_eq!(
+            format_amount(&json!("123456789012345678901234567890.10"), "a").unwrap(),
+            "123456789012345678901234567890.1"
+        );
         for bad in [
             json!(-1),
             json!("1e3"),

@@ -70,3 +70,54 @@ fn refusals_say_where() {
     let e = parse("<a>\n  <b x='1' x='2'/></a>").unwrap_err();
     assert_eq!(e.line, 2, "{e}");
 }
+
+#[test]
+fn nesting_is_bounded_and_says_so() {
+    let nested = |d: usize| format!("{}{}", "<a>".repeat(d), "</a>".repeat(d));
+    assert!(parse(&nested(MAX_DEPTH)).is_ok());
+    let e = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+    assert!(e.reason.contains("nested more than 256 levels"), "{e}");
+    assert_eq!((e.line, e.column), (1, MAX_DEPTH * 3 + 1));
+    let e = parse(&format!(
+        "<r>{}</r>",
+        "<a/>".repeat(5) + &"<b>".repeat(MAX_DEPTH)
+    ))
+    .unwrap_err();
+    assert!(e.reason.contains("256"), "{e}");
+}
+
+/// A tree far deeper than the parser allows, built by hand: writing, searching and dropping it
+/// must not recurse (each would overflow this 256 KB stack at this depth if it did).
+#[test]
+fn deep_trees_are_written_searched_and_dropped_without_recursion() {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let leaf = || Element {
+                name: "a".into(),
+                ns: Vec::new(),
+                attrs: Vec::new(),
+                children: Vec::new(),
+                end_tag_at: 0,
+                empty: false,
+            };
+            let mut root = leaf();
+            for _ in 0..200_000 {
+                let mut parent = leaf();
+                parent.children.push(Node::Element(root));
+                root = parent;
+            }
+            let doc = Document {
+                prolog: Vec::new(),
+                root,
+                epilog: Vec::new(),
+            };
+            assert_eq!(canonicalize(&doc).len(), 200_001 * 7);
+            assert!(!contains_element(&doc, "urn:x", "a"));
+            assert_eq!(all_elements(&doc).len(), 200_001);
+            drop(doc);
+        })
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+}
