@@ -238,9 +238,12 @@ pub struct ServerConfig {
     /// Kept so that older configuration files still load; it has no effect: every connection is
     /// served on its own thread, bounded by `max_connections` and `max_connections_per_ip`.
     pub workers: usize,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Connections served at once; one more is answered 503 (after its request is read) and
+    /// closed.
     pub max_connections: usize,
-    /// Connections open at once from one client address; one more is answered 503 and closed.
+    /// Connections one client address may hold without a complete request (half-open, slow
+    /// head, slow body); one more is answered 503 the same way. Its calls waiting for the card
+    /// do not count.
     pub max_connections_per_ip: usize,
     /// A connection that sends nothing for this long while no request of its own is being
     /// answered is closed: idle keep-alive, or a slow head or body. Never while it waits for
@@ -248,6 +251,9 @@ pub struct ServerConfig {
     pub read_timeout_ms: u64,
     /// A request head must be complete this long after its first byte.
     pub header_timeout_ms: u64,
+    /// A request body must be complete this long after its head, however steadily it trickles;
+    /// else 408 and the connection is closed.
+    pub body_timeout_ms: u64,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
     /// The status page at `GET /` (open to this PC, signed from elsewhere).
@@ -504,6 +510,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 32,
             read_timeout_ms: 15_000,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             status_page: true,
         }
@@ -675,16 +682,76 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, ConfigError> {
     // A UTF-8 byte-order mark is what Notepad writes; accept it.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        field: e.path().to_string(),
-        error: e.inner().to_string(),
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        // serde's message quotes the value ("invalid type: integer `87654321`"): never for a
+        // secret, which goes to stderr and the log next to the exe (L2)
+        let error = if is_secret_field(&field) {
+            "must be text in double quotes (the value is a secret and is not shown)".to_string()
+        } else {
+            e.inner().to_string()
+        };
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            field,
+            error,
+        }
     })?;
     config.validate(path)?;
     Ok(config)
 }
 
+/// Whether a field path (`auth.clients.erp.secret`) holds a secret.
+fn is_secret_field(path: &str) -> bool {
+    matches!(path, "ukey.password" | "auth.app_secret")
+        || (path.starts_with("auth.clients.")
+            && (path.ends_with(".secret") || path.ends_with(".secret_base64")))
+}
+
+/// `scheme://user:password@host/…` with the user information masked (L9), for what is printed
+/// or logged; any other text unchanged.
+pub fn url_for_display(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}{}", crate::mask::MASK, &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// The user information of a URL (`user:password`), if any: a secret for the log masker.
+pub fn url_credentials(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
 impl Config {
+    /// Secrets the log masker replaces wherever they appear: the card password, the app secret,
+    /// client secrets, and credentials inside URLs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = vec![self.ukey.password.clone(), self.auth.app_secret.clone()];
+        for c in self.auth.clients.values() {
+            out.push(c.secret.clone());
+            out.push(c.secret_base64.clone());
+        }
+        for url in [
+            &self.webhook.audit_url,
+            &self.webhook.failure_url,
+            &self.customs.upload_url,
+        ] {
+            if let Some(userinfo) = url_credentials(url) {
+                out.push(userinfo.to_string());
+                if let Some((_, password)) = userinfo.split_once(':') {
+                    out.push(password.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// The effective settings as JSON, secrets masked: what `check-config` prints.
     pub fn masked_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
@@ -701,6 +768,17 @@ impl Config {
                         *field = serde_json::Value::String(crate::mask::MASK.into());
                     }
                 }
+            }
+        }
+        for (section, key) in [
+            ("webhook", "audit_url"),
+            ("webhook", "failure_url"),
+            ("customs", "upload_url"),
+        ] {
+            if let Some(field) = v.get_mut(section).and_then(|s| s.get_mut(key))
+                && let Some(url) = field.as_str()
+            {
+                *field = serde_json::Value::String(url_for_display(url));
             }
         }
         for (section, key) in [("ukey", "password"), ("auth", "app_secret")] {
@@ -742,11 +820,12 @@ impl Config {
             ));
         }
         Endpoint::parse(&self.ukey.url).map_err(|e| invalid("ukey.url", &e))?;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("server.workers", self.server.workers as u64),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip as u64,
@@ -1024,6 +1103,35 @@ mod tests {
             assert_eq!(v["server"]["host"], "::1");
             assert_eq!(v["auth"]["scheme"], serde_json::json!(["md5"]));
         }
+    }
+
+    /// L2: a secret given as a number is refused without its value; L9: URL credentials.
+    #[test]
+    fn secrets_never_appear_in_errors_or_check_config() {
+        for text in [
+            r#"{"ukey":{"password":87654321}}"#,
+            r#"{"auth":{"app_secret":87654321}}"#,
+            r#"{"auth":{"clients":{"erp":{"secret":87654321}}}}"#,
+            r#"{"auth":{"clients":{"erp":{"secret_base64":87654321}}}}"#,
+        ] {
+            let e = parse_str(text).unwrap_err().to_string();
+            assert!(
+                !e.contains("87654321") && e.contains("double quotes"),
+                "{e}"
+            );
+        }
+        let c = parse_str(
+            r#"{"webhook":{"audit_url":"http://admin:hunter2@127.0.0.1:1/audit?x=@y",
+            "failure_url":"https://h/x@y"}}"#,
+        )
+        .unwrap();
+        let v = c.masked_json();
+        assert_eq!(
+            v["webhook"]["audit_url"],
+            "http://***MASKED***@127.0.0.1:1/audit?x=@y"
+        );
+        assert_eq!(v["webhook"]["failure_url"], "https://h/x@y");
+        assert!(c.secrets().contains(&"hunter2".to_string()));
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn receiver_down_then_up_gets_every_record_once_in_order() {
     rx.down();
     let sent: Vec<String> = (0..10).map(|i| call(&proxy, &format!("d{i}"))).collect();
     // several attempts fail while it is down (the backoff is capped at 100 ms here; the 60 s
-    // outage with the default cap is benches/webhook_outage.sh)
+    // outage with the default cap is the same test with the default config, 60 s a run)
     proxy.wait_log("webhooks: still failing", Duration::from_secs(10));
     assert_eq!(proxy.get("/health").json()["webhook_backlog"]["events"], 10);
     rx.up();

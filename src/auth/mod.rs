@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod digest;
 pub mod httpsig;
+pub mod keys;
 pub mod md5;
 pub mod mg;
 pub mod outgoing;
@@ -294,24 +295,17 @@ pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, S
         .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
 }
 
-/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (PEM or
-/// base64 SPKI, at least 2048 bits). The key's type decides which algorithms it may sign with.
+/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (SPKI or
+/// PKCS#1, PEM or base64, at least 2048 bits). The key's type decides which algorithms it may
+/// sign with.
 pub fn parse_public_key(text: &str) -> Result<ClientKey, String> {
     if let Ok(k) = parse_ed25519_public(text) {
         return Ok(ClientKey::Ed25519(k));
     }
-    use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = B64
-        .decode(body.as_bytes())
-        .map_err(|_| "neither an Ed25519 nor an RSA public key (PEM or base64)".to_string())?;
-    let key = rsa::PublicKey::from_public_key_der(&der)
-        .map_err(|_| "neither an Ed25519 nor an RSA public key".to_string())?;
+    let key = keys::rsa_public(text).map_err(|_| {
+        "neither an Ed25519 nor an RSA public key (SPKI \"PUBLIC KEY\" or PKCS#1 \"RSA PUBLIC KEY\", PEM or base64)".to_string()
+    })?;
     if key.size() * 8 < 2048 {
         return Err(format!(
             "an RSA key of {} bits; at least 2048 are needed",

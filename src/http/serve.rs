@@ -11,7 +11,7 @@ use crate::auth::RequestParts;
 use crate::logging::clean;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tiny_http::Request;
+use tiny_http_cp::Request;
 
 /// Counts a request in `App::in_flight` for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -83,7 +83,10 @@ pub fn handle(app: &App, mut request: Request) {
 /// learns nothing of which paths exist.
 fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Reply {
     if app.draining.load(Ordering::SeqCst) {
-        return Reply::error(503, "proxy is shutting down");
+        // the last answer on this connection (the listener is closed; a retry goes elsewhere
+        // or to the next start)
+        request.close_after();
+        return Reply::error(503, "proxy is shutting down").with_header("Retry-After", "1");
     }
     let found = routes::find(request.method(), path);
     let local = ex.from_this_pc();

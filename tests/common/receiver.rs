@@ -57,7 +57,7 @@ struct State {
 
 pub struct Receiver {
     state: Arc<State>,
-    server: Option<Arc<tiny_http::Server>>,
+    server: Option<Arc<tiny_http_cp::Server>>,
     pub addr: SocketAddr,
 }
 
@@ -79,11 +79,11 @@ impl Receiver {
             server: None,
             addr: "127.0.0.1:0".parse().unwrap(),
         };
-        r.serve(tiny_http::Server::http("127.0.0.1:0").expect("receiver listens"));
+        r.serve(tiny_http_cp::Server::http("127.0.0.1:0").expect("receiver listens"));
         r
     }
 
-    fn serve(&mut self, server: tiny_http::Server) {
+    fn serve(&mut self, server: tiny_http_cp::Server) {
         let server = Arc::new(server);
         self.addr = server.server_addr().to_ip().unwrap();
         for _ in 0..4 {
@@ -145,8 +145,9 @@ impl Receiver {
                         });
                     }
                     let reply = state.reply.lock().unwrap().clone();
-                    let _ = rq
-                        .respond(tiny_http::Response::from_string(reply).with_status_code(status));
+                    let _ = rq.respond(
+                        tiny_http_cp::Response::from_string(reply).with_status_code(status),
+                    );
                 }
             });
         }
@@ -214,7 +215,7 @@ impl Receiver {
     pub fn up(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let server = loop {
-            match tiny_http::Server::http(self.addr) {
+            match tiny_http_cp::Server::http(self.addr) {
                 Ok(s) => break s,
                 Err(_) => {
                     assert!(std::time::Instant::now() < deadline, "port not free again");
