@@ -146,7 +146,7 @@ impl Runner {
                             continue;
                         }
                         if log::log_enabled!(log::Level::Debug) {
-                            log::debug!("[{to}] UKey <- {}", self.masker.mask_str(&frame));
+                            log::debug!("[{to}] UKey <- {}", self.masker.mask_json_text(&frame));
                         }
                         if let Some(conn) = &mut self.conn
                             && let Err(e) = conn.send(frame)

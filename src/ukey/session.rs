@@ -335,7 +335,10 @@ impl Session {
             _ => return,
         };
         self.failed_connects += 1;
-        if self.failed_connects % self.settings.restart_after_failures == 0 {
+        if self
+            .failed_connects
+            .is_multiple_of(self.settings.restart_after_failures)
+        {
             out.push(Action::Report(Report::Restart(format!(
                 "{} connection attempts in a row failed ({error})",
                 self.failed_connects
@@ -603,7 +606,7 @@ impl Session {
                 None => {
                     log::warn!(
                         "UKey: frame with an unusable _id ignored: {}",
-                        self.masker.mask_str(text)
+                        self.masker.mask_json_text(text)
                     );
                     return;
                 }
@@ -634,7 +637,7 @@ impl Session {
                 log::warn!(
                     "UKey: a frame without _id that cannot be matched unambiguously was dropped; \
                      replies without _id are no longer matched on this connection: {}",
-                    self.masker.mask_str(text)
+                    self.masker.mask_json_text(text)
                 );
             } else {
                 log::debug!(
@@ -644,7 +647,7 @@ impl Session {
                     } else {
                         "unsolicited"
                     },
-                    self.masker.mask_str(text)
+                    self.masker.mask_json_text(text)
                 );
             }
             return;
@@ -663,7 +666,7 @@ impl Session {
                     log::warn!(
                         "[{}] UKey reply has neither _status nor _args: {}",
                         job.request_id,
-                        self.masker.mask_str(text)
+                        self.masker.mask_json_text(text)
                     );
                     out.push(Action::Answer(
                         job,
@@ -679,7 +682,7 @@ impl Session {
                     log::debug!(
                         "[{}] UKey -> {}",
                         job.request_id,
-                        self.masker.mask_str(text)
+                        self.masker.mask_json_text(text)
                     );
                 }
                 out.push(Action::Answer(job, Ok(answer)));
