@@ -65,11 +65,12 @@ fn error_codes(text: &str) -> BTreeSet<String> {
 }
 
 /// Each English page and its Chinese twin.
-const PAIRS: [(&str, &str); 4] = [
+const PAIRS: [(&str, &str); 5] = [
     ("README.md", "README.zh-CN.md"),
     ("docs/reference.md", "docs/reference.zh-CN.md"),
     ("docs/benchmark.md", "docs/benchmark.zh-CN.md"),
     ("docs/windows.md", "docs/windows.zh-CN.md"),
+    ("docs/transfer-client.md", "docs/transfer-client.zh-CN.md"),
 ];
 
 #[test]
