@@ -14,5 +14,6 @@ pub mod outbound;
 pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod transfer;
 pub mod ukey;
 pub mod webhook;
