@@ -18,7 +18,7 @@ use chinaport_proxy::auth::mg::{MgAlg, mg_matches, mg_sign};
 use chinaport_proxy::auth::{
     RequestParts, Secret, checksum, decode_hex, httpsig, md5_matches, md5_signature,
 };
-use chinaport_proxy::config::ChecksumConfig;
+use chinaport_proxy::config::{ChecksumConfig, ChecksumVariant};
 use chinaport_proxy::customs::{cardsig, cert::CertInfo};
 use chinaport_proxy::simulator::{Card, CardKind};
 use std::hint::black_box;
@@ -175,12 +175,12 @@ fn schemes() {
         let len = "n-0000000".len() + "erp".len() + secret_text.len();
         report_with_floor(name, million, took, hash, 2 * hash.hmac_blocks(len));
     }
-    for variant in ["pairs", "values"] {
+    for &variant in ChecksumVariant::ALL {
         let cfg = ChecksumConfig {
-            variant: variant.into(),
+            variant,
             ..ChecksumConfig::default()
         };
-        let len = if variant == "pairs" {
+        let len = if variant == ChecksumVariant::Pairs {
             checksum::pairs_string(&object, &cfg.field, &cfg.exclude, secret_text).len()
         } else {
             secret_text.len() + "Xiamen".len() + "erp".len() + "p@ss".len()

@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod sync;
 pub mod transfer;
 pub mod ukey;
 pub mod webhook;

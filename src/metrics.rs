@@ -2,6 +2,7 @@
 //! every layer may record into without knowing about HTTP: requests by route and status, request
 //! and UKey call durations, reconnects, probe failures, calls shed, webhook deliveries.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -55,20 +56,21 @@ pub fn global() -> &'static Metrics {
 
 impl Metrics {
     pub fn request(&self, route: &str, status: u16, took: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route.to_string(), status)).or_default() += 1;
-        }
-        if let Ok(mut h) = self.request_seconds.lock() {
-            h.observe(took);
-        }
+        *lock(&self.requests)
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+        lock(&self.request_seconds).observe(took);
     }
 
     pub fn ukey_call(&self, method: &str, took: Duration) {
         // methods are the caller's choice: only the documented ones get their own label, so the
         // family has at most `KNOWN.len() + 1` series whatever callers send (finding H4)
         let label = crate::ukey::methods::label(method);
-        if let Ok(mut m) = self.ukey_call_seconds.lock() {
-            m.entry(label).or_default().observe(took);
+        {
+            lock(&self.ukey_call_seconds)
+                .entry(label)
+                .or_default()
+                .observe(took);
         }
     }
 
@@ -77,21 +79,15 @@ impl Metrics {
     }
 
     pub fn requests(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests.lock().map(|m| m.clone()).unwrap_or_default()
+        lock(&self.requests).clone()
     }
 
     pub fn request_seconds(&self) -> Histogram {
-        self.request_seconds
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default()
+        lock(&self.request_seconds).clone()
     }
 
     pub fn ukey_call_seconds(&self) -> BTreeMap<&'static str, Histogram> {
-        self.ukey_call_seconds
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+        lock(&self.ukey_call_seconds).clone()
     }
 }
 

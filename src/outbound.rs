@@ -49,7 +49,7 @@ impl TlsTrust {
             }
         }
         Ok(TlsTrust {
-            system: config.webhook.tls_roots == "system",
+            system: config.webhook.tls_roots == crate::config::TlsRoots::System,
             extra,
         })
     }

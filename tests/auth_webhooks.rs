@@ -383,7 +383,7 @@ fn receiver_down_then_up_gets_every_audit_once_in_order_even_across_restarts() {
 }
 
 #[test]
-fn a_failing_receiver_is_retried_and_a_4xx_is_not() {
+fn a_failing_receiver_is_retried_and_410_gone_is_not() {
     let sim = simulator();
     let rx = Receiver::start(SECRET);
     let proxy = webhook_proxy(&sim.url(), &rx, json!({}));
@@ -397,9 +397,10 @@ fn a_failing_receiver_is_retried_and_a_4xx_is_not() {
             .contains(&first.header("X-Request-ID").unwrap().to_string())
             .then_some(())
     });
-    rx.set_status(400);
+    // only 410 Gone ends an event the receiver did not accept (every other 4xx is retried)
+    rx.set_status(410);
     signed(proxy.addr, "POST", "/rpc", &body("rejected"), SECRET);
-    proxy.wait_log("rejected event", Duration::from_secs(5));
+    proxy.wait_log("410 Gone", Duration::from_secs(5));
     rx.set_status(200);
     let after = signed(proxy.addr, "POST", "/rpc", &body("after"), SECRET);
     wait_for(Duration::from_secs(10), "the next audit", || {

@@ -129,20 +129,24 @@ fn after_one_refusal_nothing_reaches_the_card_across_reconnects_and_restarts() {
 }
 
 #[test]
-fn a_refusal_seen_first_by_a_caller_stops_everything_too() {
+fn a_refusal_seen_first_by_a_caller_stops_everything_too_once_the_probe_confirms_it() {
     let sim = simulator();
     // the card accepts the probe, then starts refusing (as if the password had been changed on it)
     let proxy = Proxy::start(&sim.url(), json!({"ukey": {"health_interval_s": 3600}}));
     proxy.wait_healthy();
-    sim.faults().set_error(
-        "cus-sec_SpcSignDataAsPEM",
-        Some(vec!["口令验证失败".into(), "Err:Custom50030".into()]),
-    );
+    for method in ["cus-sec_SpcSignDataAsPEM", "cus-sec_SpcGetCertNo"] {
+        sim.faults().set_error(
+            method,
+            Some(vec!["口令验证失败".into(), "Err:Custom50030".into()]),
+        );
+    }
     let r = proxy.rpc("cus-sec_SpcSignDataAsPEM", json!({"inData": "x"}));
     assert_eq!(
         r.status, 400,
         "the refusing call gets the card's own answer"
     );
+    // M3: a caller's reply only brings the probe forward; the proxy's own call decides
+    proxy.wait_log("the card rejected ukey.password", Duration::from_secs(5));
     every_endpoint_answers_503_without_touching_the_card(&proxy, &sim);
 }
 

@@ -15,7 +15,7 @@ use super::{
     AuthError, Authenticated, ClientKey, Clients, RequestParts, check_window, constant_time_eq,
     replay_error,
 };
-use crate::config::ChecksumConfig;
+use crate::config::{ChecksumAlgorithm, ChecksumConfig, ChecksumVariant};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -97,7 +97,7 @@ fn feed_pairs(
 /// secret followed by the values in name order.
 fn digest(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> Tag {
     let (field, exclude) = (cfg.field.as_str(), cfg.exclude.as_slice());
-    if cfg.variant == "values" {
+    if cfg.variant == ChecksumVariant::Values {
         let mut h = Md5::new();
         h.update(secret.bytes());
         for_signed_fields(obj, field, exclude, |_, v| {
@@ -106,7 +106,7 @@ fn digest(obj: &Map<String, Value>, cfg: &ChecksumConfig, secret: &Secret) -> Ta
             }
         });
         Tag::of(&h.finalize())
-    } else if cfg.algorithm == "hmac-sha256" {
+    } else if cfg.algorithm == ChecksumAlgorithm::HmacSha256 {
         let mut mac = secret.hmac(MacAlg::Sha256);
         feed_pairs(obj, field, exclude, secret.bytes(), |b| mac.update(b));
         mac.finish()
@@ -145,11 +145,12 @@ pub struct ChecksumScheme {
 }
 
 impl ChecksumScheme {
-    pub fn new(max_skew_ms: u64, config: ChecksumConfig) -> ChecksumScheme {
+    /// `remembered`: nonces and signatures kept per client (`auth.max_remembered_per_client`).
+    pub fn new(max_skew_ms: u64, config: ChecksumConfig, remembered: usize) -> ChecksumScheme {
         ChecksumScheme {
             max_skew_ms,
             config,
-            nonces: ReplayCache::default(),
+            nonces: ReplayCache::new(remembered),
         }
     }
 
@@ -227,9 +228,20 @@ impl ChecksumScheme {
             .find(|(_, secret)| matches(&obj, &self.config, secret, given))
             .map(|(id, _)| id.clone())
             .ok_or(AuthError::BadSignature)?;
-        let key = format!("{client}\n{nonce}");
+        // both the nonce and the signature: the signed string joins values (or pairs) with no
+        // unambiguous separator, so the same signature can come with the nonce split across
+        // an added field (M2); any such rearrangement signs the same string, so it has the same
+        // signature, which is remembered
+        // (hex in either case is accepted: one case is remembered)
+        let sig = given.to_ascii_lowercase();
+        let until = ts_ms.saturating_add(self.max_skew_ms + slack);
         self.nonces
-            .insert(key.as_bytes(), now_ms, 2 * self.max_skew_ms + 2000)
+            .remember(
+                &client,
+                &[&[b"nonce", nonce.as_bytes()], &[b"sign", sig.as_bytes()]],
+                now_ms,
+                until,
+            )
             .map_err(replay_error)?;
         obj.remove(field);
         let mut ok = Authenticated::client(client);
@@ -257,8 +269,8 @@ mod tests {
 
     fn cfg(variant: &str, algorithm: &str) -> ChecksumConfig {
         ChecksumConfig {
-            variant: variant.into(),
-            algorithm: algorithm.into(),
+            variant: ChecksumVariant::parse(variant).unwrap(),
+            algorithm: ChecksumAlgorithm::parse(algorithm).unwrap(),
             ..ChecksumConfig::default()
         }
     }

@@ -6,7 +6,9 @@
 //!
 //! Policy: the covered components must include `@method`, `@path`, `@authority` and, with a body,
 //! `content-digest` (verified against the body); `created` is required and within the window,
-//! `expires` is honoured, and a `nonce` is accepted once.
+//! `expires` is honoured. A `nonce` is accepted once per client; a signature without one is
+//! remembered by its signature base (what was signed), so the identical request is accepted
+//! once too (M1). Either is kept until `created` leaves the window.
 
 use super::replay::ReplayCache;
 use super::secret::{MacAlg, Secret};
@@ -323,10 +325,12 @@ pub fn verify_signature(
 }
 
 impl HttpSigScheme {
-    pub fn new(max_skew_ms: u64) -> HttpSigScheme {
+    /// `remembered`: nonces and signature bases kept per client
+    /// (`auth.max_remembered_per_client`).
+    pub fn new(max_skew_ms: u64, remembered: usize) -> HttpSigScheme {
         HttpSigScheme {
             max_skew_ms,
-            nonces: ReplayCache::default(),
+            nonces: ReplayCache::new(remembered),
         }
     }
 
@@ -413,12 +417,17 @@ impl HttpSigScheme {
                 .ok_or(AuthError::MissingHeader("Content-Digest"))?;
             super::digest::verify(header, req.body)?;
         }
-        if let Some(nonce) = param_str(params, "nonce") {
-            let key = format!("{client}\n{nonce}");
-            self.nonces
-                .insert(key.as_bytes(), now_ms, 2 * self.max_skew_ms + 2000)
-                .map_err(replay_error)?;
-        }
+        // live while `created` is in the window; the base (not the signature bytes) so that a
+        // re-encoded or malleated signature of the same request is the same entry
+        let until = (i128::from(created) * 1000 + i128::from(self.max_skew_ms) + 1000)
+            .clamp(0, i128::from(u64::MAX)) as u64;
+        let remembered: [&[u8]; 2] = match param_str(params, "nonce") {
+            Some(nonce) => [b"nonce", nonce.as_bytes()],
+            None => [b"base", base.as_bytes()],
+        };
+        self.nonces
+            .remember(client, &[&remembered], now_ms, until)
+            .map_err(replay_error)?;
         Ok(Authenticated::client(client.clone()))
     }
 }

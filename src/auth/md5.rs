@@ -56,10 +56,11 @@ pub struct Md5Scheme {
 }
 
 impl Md5Scheme {
-    pub fn new(max_skew_ms: u64) -> Md5Scheme {
+    /// `remembered`: signatures kept per client (`auth.max_remembered_per_client`).
+    pub fn new(max_skew_ms: u64, remembered: usize) -> Md5Scheme {
         Md5Scheme {
             max_skew_ms,
-            replay: ReplayCache::default(),
+            replay: ReplayCache::new(remembered),
         }
     }
 
@@ -110,8 +111,15 @@ impl Md5Scheme {
             })
             .map(|(id, _)| id.clone())
             .ok_or(AuthError::BadSignature)?;
+        // there is no nonce: the signature itself is remembered until its signed timestamp
+        // leaves the window
         self.replay
-            .insert(given, now_ms, 2 * self.max_skew_ms)
+            .remember(
+                &client,
+                &[&[given]],
+                now_ms,
+                ts.saturating_add(self.max_skew_ms),
+            )
             .map_err(replay_error)?;
         Ok(Authenticated::client(client))
     }
@@ -154,7 +162,7 @@ mod tests {
 
     #[test]
     fn accepts_once_then_rejects_replay_in_either_case() {
-        let s = Md5Scheme::new(3000);
+        let s = Md5Scheme::new(3000, 100);
         let sig = sign(NOW, "{}");
         let ts = NOW.to_string();
         assert_eq!(
@@ -166,7 +174,7 @@ mod tests {
             verify(&s, Some(&ts), Some(&upper), "{}", NOW + 10).unwrap_err(),
             AuthError::Replayed
         );
-        let s = Md5Scheme::new(3000);
+        let s = Md5Scheme::new(3000, 100);
         assert!(
             verify(&s, Some(&ts), Some(&upper), "{}", NOW).is_ok(),
             "upper-case hex"
@@ -175,7 +183,7 @@ mod tests {
 
     #[test]
     fn each_rule_has_its_reason() {
-        let s = Md5Scheme::new(3000);
+        let s = Md5Scheme::new(3000, 100);
         let ts = NOW.to_string();
         let sig = sign(NOW, "{}");
         let e = |ts: Option<&str>, sig: Option<&str>, body: &str, now: u64| {

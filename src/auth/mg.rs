@@ -2,10 +2,12 @@
 //! `x-mg-sign = Base64(HMAC_alg(secretKey, nonce + secretId + secretKey))`, the algorithm from
 //! `x-mg-alg` (0 md5, 1 sha1, 2 sha256, 3 sha512), the client from `x-mg-secretid`.
 //!
-//! The published form signs no method, path, body or time, so a nonce is accepted once, and
-//! `X-Timestamp` / `Content-Digest` are checked when sent (required with
-//! `auth.hmac.require_body_digest`). They are not covered by the signature: they guard against
-//! stale and corrupted requests, not against someone who can rewrite headers.
+//! The published form signs no method, path, body or time, so a nonce is accepted once per
+//! client and remembered for 24 hours whatever else the request carries. `X-Timestamp` /
+//! `Content-Digest` are checked when sent (required with `auth.hmac.require_body_digest`). They
+//! are not covered by the signature: they guard against stale and corrupted requests, not
+//! against someone who can rewrite headers, so they never shorten how long a nonce is kept (H3:
+//! a fresh X-Timestamp once made a captured nonce pass again 6 s later).
 
 use super::replay::ReplayCache;
 use super::secret::{MacAlg, Secret, Tag};
@@ -78,8 +80,9 @@ pub fn mg_matches(alg: MgAlg, secret_id: &str, secret: &Secret, nonce: &str, sig
     }
 }
 
-/// Nonces are kept this long when no timestamp bounds them (and at most `replay::CAPACITY`).
-const NONCE_KEEP_MS: u64 = 24 * 3600 * 1000;
+/// Nonces are kept this long (and at most `auth.max_remembered_per_client` of them per client):
+/// nothing signed bounds a nonce's life, so this is the scheme's replay window.
+pub const NONCE_KEEP_MS: u64 = 24 * 3600 * 1000;
 
 pub struct MgScheme {
     max_skew_ms: u64,
@@ -88,11 +91,12 @@ pub struct MgScheme {
 }
 
 impl MgScheme {
-    pub fn new(max_skew_ms: u64, config: HmacConfig) -> MgScheme {
+    /// `remembered`: nonces kept per client (`auth.max_remembered_per_client`).
+    pub fn new(max_skew_ms: u64, config: HmacConfig, remembered: usize) -> MgScheme {
         MgScheme {
             max_skew_ms,
             config,
-            nonces: ReplayCache::default(),
+            nonces: ReplayCache::new(remembered),
         }
     }
 
@@ -161,15 +165,14 @@ impl MgScheme {
         if !mg_matches(alg, secret_id, secret, nonce, sign) {
             return Err(AuthError::BadSignature);
         }
-        // with a timestamp the nonce need only outlive the window; without, it is kept long
-        let keep = if timestamp.is_some() {
-            2 * self.max_skew_ms
-        } else {
-            NONCE_KEEP_MS
-        };
-        let key = format!("{secret_id}\n{nonce}");
+        // the timestamp is not signed, so it cannot bound the nonce's life: always the full day
         self.nonces
-            .insert(key.as_bytes(), now_ms, keep)
+            .remember(
+                secret_id,
+                &[&[nonce.as_bytes()]],
+                now_ms,
+                now_ms.saturating_add(NONCE_KEEP_MS),
+            )
             .map_err(replay_error)?;
 
         let mut ok = Authenticated::client(secret_id.to_string());

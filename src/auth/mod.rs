@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod digest;
 pub mod httpsig;
+pub mod keys;
 pub mod md5;
 pub mod mg;
 pub mod outgoing;
@@ -16,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt;
 
+pub use crate::config::Scheme;
 pub use md5::{md5_matches, md5_signature};
 pub use secret::Secret;
 
@@ -136,7 +138,7 @@ impl<'a> RequestParts<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Authenticated {
     pub client: String,
-    pub scheme: &'static str,
+    pub scheme: Option<Scheme>,
     /// The caller's trace id (`x-mg-traceid`), used in logs and audit.
     pub trace_id: Option<String>,
     /// The body to hand on, when the scheme changed it (checksum removes its signature field).
@@ -261,33 +263,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// A signature scheme by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Md5,
-    Hmac,
-    HttpSig,
-    Checksum,
-}
-
+/// What a request of each scheme must carry, for the "no credentials" error.
 impl Scheme {
-    pub fn parse(name: &str) -> Option<Scheme> {
-        match name {
-            "md5" => Some(Scheme::Md5),
-            "hmac" => Some(Scheme::Hmac),
-            "httpsig" => Some(Scheme::HttpSig),
-            "checksum" => Some(Scheme::Checksum),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::Md5 => "md5",
-            Scheme::Hmac => "hmac",
-            Scheme::HttpSig => "httpsig",
-            Scheme::Checksum => "checksum",
-        }
-    }
     fn credentials(self) -> &'static str {
         match self {
             Scheme::Md5 => "X-Timestamp and X-Signature (md5)",
@@ -318,24 +295,17 @@ pub fn parse_ed25519_public(text: &str) -> Result<ed25519_dalek::VerifyingKey, S
         .map_err(|e| format!("not an Ed25519 public key (32 bytes or SPKI DER): {e}"))
 }
 
-/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (PEM or
-/// base64 SPKI, at least 2048 bits). The key's type decides which algorithms it may sign with.
+/// A public key: Ed25519 (PEM, or base64 of the 32 bytes or of the SPKI DER), or RSA (SPKI or
+/// PKCS#1, PEM or base64, at least 2048 bits). The key's type decides which algorithms it may
+/// sign with.
 pub fn parse_public_key(text: &str) -> Result<ClientKey, String> {
     if let Ok(k) = parse_ed25519_public(text) {
         return Ok(ClientKey::Ed25519(k));
     }
-    use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = B64
-        .decode(body.as_bytes())
-        .map_err(|_| "neither an Ed25519 nor an RSA public key (PEM or base64)".to_string())?;
-    let key = rsa::PublicKey::from_public_key_der(&der)
-        .map_err(|_| "neither an Ed25519 nor an RSA public key".to_string())?;
+    let key = keys::rsa_public(text).map_err(|_| {
+        "neither an Ed25519 nor an RSA public key (SPKI \"PUBLIC KEY\" or PKCS#1 \"RSA PUBLIC KEY\", PEM or base64)".to_string()
+    })?;
     if key.size() * 8 < 2048 {
         return Err(format!(
             "an RSA key of {} bits; at least 2048 are needed",
@@ -399,18 +369,18 @@ impl Authenticator {
         if clients.is_empty() {
             return Ok(None);
         }
-        let schemes = config
-            .schemes()
-            .iter()
-            .map(|s| Scheme::parse(s).ok_or_else(|| format!("unknown scheme {s:?}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let kept = config.max_remembered_per_client;
         Ok(Some(Authenticator {
-            schemes,
+            schemes: config.schemes().to_vec(),
             clients,
-            md5: md5::Md5Scheme::new(config.max_skew_ms),
-            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone()),
-            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms),
-            checksum: checksum::ChecksumScheme::new(config.max_skew_ms, config.checksum.clone()),
+            md5: md5::Md5Scheme::new(config.max_skew_ms, kept),
+            mg: mg::MgScheme::new(config.max_skew_ms, config.hmac.clone(), kept),
+            httpsig: httpsig::HttpSigScheme::new(config.max_skew_ms, kept),
+            checksum: checksum::ChecksumScheme::new(
+                config.max_skew_ms,
+                config.checksum.clone(),
+                kept,
+            ),
         }))
     }
 
@@ -450,7 +420,7 @@ impl Authenticator {
             Scheme::HttpSig => self.httpsig.verify(req, &self.clients, now_ms),
             Scheme::Checksum => self.checksum.verify(req, &self.clients, now_ms),
         }?;
-        ok.scheme = scheme.name();
+        ok.scheme = Some(scheme);
         Ok(ok)
     }
 

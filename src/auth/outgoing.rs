@@ -150,11 +150,7 @@ impl Signer {
 /// An Ed25519 private key: PKCS#8 PEM, or base64 of the 32-byte seed or of the PKCS#8 DER.
 /// An RSA private key, PKCS#8 or PKCS#1 PEM.
 pub fn parse_rsa_private(text: &str) -> Result<rsa::PrivateKey, String> {
-    use rsa::pkcs1::DecodeRsaPrivateKey;
-    use rsa::pkcs8::DecodePrivateKey;
-    rsa::PrivateKey::from_pkcs8_pem(text.trim())
-        .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(text.trim()))
-        .map_err(|e| format!("not an RSA private key in PEM (PKCS#8 or PKCS#1): {e}"))
+    super::keys::rsa_private(text)
 }
 
 pub fn parse_ed25519_private(text: &str) -> Result<ed25519_dalek::SigningKey, String> {
@@ -185,9 +181,9 @@ mod tests {
     #[test]
     fn each_scheme_round_trips() {
         let now = 1_700_000_000_123u64;
-        for scheme in [Scheme::Md5, Scheme::Hmac, Scheme::HttpSig, Scheme::Checksum] {
+        for &scheme in Scheme::ALL {
             let mut config = AuthConfig {
-                scheme: vec![scheme.name().into()],
+                scheme: vec![scheme],
                 ..AuthConfig::default()
             };
             config.clients.insert(

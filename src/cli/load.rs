@@ -33,10 +33,7 @@ pub fn load(path: Option<PathBuf>) -> Result<(Config, PathBuf), String> {
         logging::early_error(&message);
         message
     })?;
-    mask::install_global(Masker::new([
-        config.ukey.password.clone(),
-        config.auth.app_secret.clone(),
-    ]));
+    mask::install_global(Masker::new(config.secrets()));
     let log_file = config.log_path();
     let rotation = log_file
         .as_deref()

@@ -8,6 +8,7 @@ pub mod load;
 pub mod sign;
 pub mod simulate;
 
+use crate::config::Scheme;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -42,7 +43,7 @@ pub enum Command {
 /// Arguments of `sign`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SignArgs {
-    pub scheme: String,
+    pub scheme: Option<Scheme>,
     /// A shared secret.
     pub key: Option<String>,
     /// An Ed25519 private key (httpsig): PEM, base64, or @file.
@@ -122,7 +123,12 @@ fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         let (flag, inline) = split_flag(&arg);
         let mut value = |name: &str| take_value(&inline, &mut args, name);
         match flag.as_str() {
-            "--scheme" => a.scheme = value(&flag)?,
+            "--scheme" => {
+                let name = value(&flag)?;
+                a.scheme = Some(Scheme::parse(&name).ok_or_else(|| {
+                    format!("unknown scheme {name:?} (one of {})", Scheme::choices())
+                })?)
+            }
             "--key" => a.key = Some(value(&flag)?),
             "--rsa-key" => a.rsa_key = Some(value(&flag)?),
             "--ed25519-key" => a.ed25519_key = Some(value(&flag)?),
@@ -134,7 +140,7 @@ fn parse_sign(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             other => return Err(format!("sign: unknown argument {other:?}; see --help")),
         }
     }
-    if a.scheme.is_empty() || a.url.is_empty() {
+    if a.scheme.is_none() || a.url.is_empty() {
         return Err("sign needs --scheme and --url".into());
     }
     let keys = [
@@ -340,8 +346,8 @@ mod tests {
             panic!("not sign")
         };
         assert_eq!(
-            (a.scheme.as_str(), a.method.as_str(), a.key_id.as_deref()),
-            ("hmac", "POST", Some("erp"))
+            (a.scheme, a.method.as_str(), a.key_id.as_deref()),
+            (Some(Scheme::Hmac), "POST", Some("erp"))
         );
         assert!(
             p(&["sign", "--scheme", "md5", "--url", "http://h/rpc"]).is_err(),

@@ -7,12 +7,7 @@ use crate::auth::outgoing::{self, OutKey, Signer};
 use crate::config::ChecksumConfig;
 
 pub fn run(a: &SignArgs) -> Result<(), String> {
-    let scheme = Scheme::parse(&a.scheme).ok_or_else(|| {
-        format!(
-            "unknown scheme {:?} (md5, hmac, httpsig, checksum)",
-            a.scheme
-        )
-    })?;
+    let scheme = a.scheme.ok_or("sign needs --scheme")?;
     let key = match (&a.key, &a.ed25519_key, &a.rsa_key) {
         (Some(secret), _, _) => OutKey::Secret(crate::auth::Secret::new(secret.as_bytes())),
         (None, Some(k), _) => OutKey::Ed25519(outgoing::parse_ed25519_private(&key_text(k)?)?),

@@ -8,6 +8,7 @@
 use super::c14n;
 use super::cardsig;
 use super::cert::{Algorithm, CertInfo};
+use crate::config::{SignatureMethod, Sm2Form};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha1::{Digest, Sha1};
@@ -48,16 +49,20 @@ impl Form {
     /// The form for a card (`algorithm` from its certificate; `None` when unreadable):
     /// `ceb.signature_method` (`auto`, `rsa-sha1`, `sm2-sm3`) and `ceb.sm2_form` (`w3c`,
     /// `chinaport-2022`).
-    pub fn choose(algorithm: Option<Algorithm>, forced: &str, sm2_form: &str) -> Form {
+    pub fn choose(
+        algorithm: Option<Algorithm>,
+        forced: SignatureMethod,
+        sm2_form: Sm2Form,
+    ) -> Form {
         let sm2 = match forced {
-            "rsa-sha1" => false,
-            "sm2-sm3" => true,
-            _ => algorithm == Some(Algorithm::Sm2),
+            SignatureMethod::RsaSha1 => false,
+            SignatureMethod::Sm2Sm3 => true,
+            SignatureMethod::Auto => algorithm == Some(Algorithm::Sm2),
         };
         match (sm2, sm2_form) {
             (false, _) => Form::RSA,
-            (true, "chinaport-2022") => Form::SM2_CHINAPORT_2022,
-            (true, _) => Form::SM2,
+            (true, Sm2Form::Chinaport2022) => Form::SM2_CHINAPORT_2022,
+            (true, Sm2Form::W3c) => Form::SM2,
         }
     }
 }
@@ -397,18 +402,28 @@ mod tests {
 
     #[test]
     fn the_form_follows_the_card_and_the_options() {
-        assert_eq!(Form::choose(Some(Algorithm::Rsa), "auto", "w3c"), Form::RSA);
-        assert_eq!(Form::choose(Some(Algorithm::Sm2), "auto", "w3c"), Form::SM2);
         assert_eq!(
-            Form::choose(Some(Algorithm::Sm2), "auto", "chinaport-2022"),
-            Form::SM2_CHINAPORT_2022
+            Form::choose(Some(Algorithm::Rsa), SignatureMethod::Auto, Sm2Form::W3c),
+            Form::RSA
         );
         assert_eq!(
-            Form::choose(Some(Algorithm::Rsa), "sm2-sm3", "w3c"),
+            Form::choose(Some(Algorithm::Sm2), SignatureMethod::Auto, Sm2Form::W3c),
             Form::SM2
         );
         assert_eq!(
-            Form::choose(Some(Algorithm::Sm2), "rsa-sha1", "w3c"),
+            Form::choose(
+                Some(Algorithm::Sm2),
+                SignatureMethod::Auto,
+                Sm2Form::Chinaport2022
+            ),
+            Form::SM2_CHINAPORT_2022
+        );
+        assert_eq!(
+            Form::choose(Some(Algorithm::Rsa), SignatureMethod::Sm2Sm3, Sm2Form::W3c),
+            Form::SM2
+        );
+        assert_eq!(
+            Form::choose(Some(Algorithm::Sm2), SignatureMethod::RsaSha1, Sm2Form::W3c),
             Form::RSA
         );
         assert_eq!(

@@ -50,9 +50,7 @@ impl Customs {
 
     /// True when this session ID was signed before (customs rejects a reused one).
     pub fn signed_before(&self, session: &str) -> bool {
-        let Ok(mut guard) = self.seen.lock() else {
-            return false;
-        };
+        let mut guard = crate::sync::lock(&self.seen);
         let (set, order) = &mut *guard;
         if set.contains(session) {
             return true;

@@ -32,9 +32,11 @@ pub fn request_summary(body: &[u8]) -> Value {
 }
 
 /// Journals the audit record of a request that passed authentication (before it is answered).
-pub fn record(app: &App, ex: &Exchange, reply: &Reply) {
+/// `Err`: the record could not be kept; the caller answers with that error instead (507 when the
+/// journal is full), never with an unaudited result.
+pub fn record(app: &App, ex: &Exchange, reply: &Reply) -> Result<(), Reply> {
     let Some(request) = &ex.audit_request else {
-        return;
+        return Ok(());
     };
     let response = reply.body_json(&ex.request_id).unwrap_or(Value::Null);
     let error = match reply.error_message() {
@@ -42,18 +44,31 @@ pub fn record(app: &App, ex: &Exchange, reply: &Reply) {
         None if !reply.is_success() => frame::errors(&response).join("; "),
         None => String::new(),
     };
-    app.webhooks.audit(Audit {
-        request_id: &ex.request_id,
-        client: ex.client.as_deref(),
-        trace_id: ex.trace_id.as_deref(),
-        client_ip: &ex.client_ip_text(),
-        method: ex.ukey_method.as_deref().unwrap_or(""),
-        request: request.clone(),
-        response,
-        success: reply.is_success(),
-        error: &error,
-        duration_ms: ex.arrived.elapsed().as_millis() as u64,
-    });
+    app.webhooks
+        .audit(Audit {
+            request_id: &ex.request_id,
+            client: ex.client.as_deref(),
+            trace_id: ex.trace_id.as_deref(),
+            client_ip: &ex.client_ip_text(),
+            method: ex.ukey_method.as_deref().unwrap_or(""),
+            request: request.clone(),
+            response,
+            success: reply.is_success(),
+            error: &error,
+            duration_ms: ex.arrived.elapsed().as_millis() as u64,
+        })
+        .map_err(refused)
+}
+
+/// The answer to a request whose audit record cannot be kept: 507 when the journal is full, 503
+/// when it cannot be written.
+pub fn refused(message: String) -> Reply {
+    let status = if message.contains("journal is full") {
+        507
+    } else {
+        503
+    };
+    Reply::error(status, message)
 }
 
 /// A card that said no, or did not answer in time, is reported to the failure webhook. (A lost
@@ -95,7 +110,8 @@ pub fn record_auth_failure(app: &App, ex: &Exchange, http_method: &str, path: &s
     if !audit_it {
         return;
     }
-    app.webhooks.audit(Audit {
+    // best effort: the request is refused anyway, and failures are bounded by the gate
+    let _ = app.webhooks.audit(Audit {
         request_id: &ex.request_id,
         client: None,
         trace_id: ex.trace_id.as_deref(),
@@ -143,9 +159,7 @@ impl FailedAuthGate {
     /// that closed with failures left unaudited: (address, or `*` for the global bound, count).
     pub fn admit(&self, ip: Option<IpAddr>, now: Instant) -> (bool, Vec<(String, u64)>) {
         let key = ip.map(|i| i.to_string()).unwrap_or_default();
-        let Ok(mut w) = self.windows.lock() else {
-            return (false, Vec::new());
-        };
+        let mut w = crate::sync::lock(&self.windows);
         let mut closed = Vec::new();
         let mut roll = |window: &mut Option<Window>, name: &str, limit: u64| {
             if let Some(old) = window

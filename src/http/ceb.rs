@@ -41,8 +41,8 @@ fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
     let ceb = &app.config.ceb;
     let form = Form::choose(
         Some(cert.info.algorithm),
-        &ceb.signature_method,
-        &ceb.sm2_form,
+        ceb.signature_method,
+        ceb.sm2_form,
     );
     let digest = unsigned.digest(&form);
     let canonical_info = match unsigned.canonical_signed_info(&form, &digest) {

@@ -29,7 +29,7 @@ pub struct Exchange {
     pub audit_request: Option<Value>,
     /// Who signed it, with which scheme, and the caller's trace id (x-mg-traceid).
     pub client: Option<String>,
-    pub scheme: &'static str,
+    pub scheme: Option<crate::config::Scheme>,
     pub trace_id: Option<String>,
     /// Headers the authentication scheme adds to the response.
     pub response_headers: Vec<(String, String)>,
@@ -46,7 +46,7 @@ impl Exchange {
             ukey_method: None,
             audit_request: None,
             client: None,
-            scheme: "",
+            scheme: None,
             trace_id: None,
             response_headers: Vec::new(),
             auth_failure: None,

@@ -42,7 +42,7 @@ pub fn get(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
             "days_left": days_left,
             "expired": expired,
         },
-        "client_restart": status.client_restart.lock().ok().and_then(|r| r.clone()),
+        "client_restart": crate::sync::lock(&status.client_restart).clone(),
         "in_flight": status.in_flight.load(Ordering::SeqCst),
         "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
         "uptime_s": app.started.elapsed().as_secs(),

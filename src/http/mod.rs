@@ -30,7 +30,7 @@ use crate::mask::Masker;
 use crate::ukey::Ukey;
 use crate::webhook::Webhooks;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -111,19 +111,23 @@ impl App {
     }
 }
 
+/// Bytes of request heads and bodies held at once, across all connections, before a request is
+/// complete (finding M6): a body that would go past it is answered 503 with `Retry-After`. Each
+/// head is also at most `tiny_http_cp::MAX_HEAD_BYTES` (32 KiB). See docs/limits.md.
+pub const MEMORY_BUDGET_BYTES: usize = 128 * 1024 * 1024;
+
 /// The running HTTP server. Each connection is served on its own thread (tiny_http's), which
 /// answers its requests one after the other: there is no worker pool and no queue in front of
 /// the handlers, so the number of requests in progress is bounded by the connection caps alone.
 pub struct HttpServer {
-    http: tiny_http::Server,
+    http: tiny_http_cp::Server,
     pub addr: SocketAddr,
 }
 
 /// Binds the listening socket. (Idle and slow clients are bounded per accepted connection, see
 /// `HttpServer::start`: timeouts on the listener itself would also time out `accept()` on Linux.)
 pub fn bind(config: &ServerConfig) -> Result<TcpListener, StartError> {
-    let ip: IpAddr = config.host.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let addr = SocketAddr::new(ip, config.port);
+    let addr = SocketAddr::new(config.host, config.port);
     let err = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             StartError::PortInUse(addr)
@@ -148,19 +152,21 @@ impl HttpServer {
         let addr = listener.local_addr()?;
         let server = &app.config.server;
         let timeout = Some(Duration::from_millis(server.read_timeout_ms));
-        let limits = tiny_http::ConnectionLimits {
+        let limits = tiny_http_cp::ConnectionLimits {
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
             header_timeout: Some(Duration::from_millis(server.header_timeout_ms)),
+            body_timeout: Some(Duration::from_millis(server.body_timeout_ms)),
             over_capacity_response: over_capacity_response(),
             read_timeout: timeout,
             write_timeout: timeout,
+            memory_budget: MEMORY_BUDGET_BYTES,
         };
-        let handler: tiny_http::RequestHandler = {
+        let handler: tiny_http_cp::RequestHandler = {
             let app = app.clone();
             Arc::new(move |request| serve::handle(&app, request))
         };
-        let http = tiny_http::Server::from_listener_with_handler(listener, limits, handler)
+        let http = tiny_http_cp::Server::from_listener_with_handler(listener, limits, handler)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(HttpServer { http, addr })
     }

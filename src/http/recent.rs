@@ -26,7 +26,8 @@ pub struct Recent {
 
 impl Recent {
     pub fn push(&self, call: RecentCall) {
-        if let Ok(mut c) = self.calls.lock() {
+        {
+            let mut c = crate::sync::lock(&self.calls);
             if c.len() >= KEPT {
                 c.pop_front();
             }
@@ -36,9 +37,10 @@ impl Recent {
 
     /// Newest first.
     pub fn list(&self) -> Vec<RecentCall> {
-        self.calls
-            .lock()
-            .map(|c| c.iter().rev().cloned().collect())
-            .unwrap_or_default()
+        crate::sync::lock(&self.calls)
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::io::Cursor;
-use tiny_http::{Header, Response};
+use tiny_http_cp::{Header, Response};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {

@@ -5,7 +5,7 @@
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
 use super::{App, card, ceb, customs, health, metrics_page, openapi, rpc, status_page, transfer};
-use tiny_http::Method;
+use tiny_http_cp::Method;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,7 +51,11 @@ pub fn parse_call(body: &[u8]) -> Result<RpcCall, String> {
 /// The HTTP reply for a call error (no answer from the card): 503, with `Retry-After` when the
 /// card is busy rather than broken.
 pub fn call_error_reply(e: &CallError) -> Reply {
-    let reply = Reply::error(503, e.to_string());
+    let status = match e {
+        CallError::BadReply(_) => 502,
+        _ => 503,
+    };
+    let reply = Reply::error(status, e.to_string());
     match e.retry_after_s() {
         Some(s) => reply.with_header("Retry-After", s.to_string()),
         None => reply,
@@ -82,7 +86,8 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         Err(e) => call_error_reply(&e),
     };
     if let Body::Json(f) = &mut reply.body {
-        app.masker.mask_value(f);
+        // by key only: the reply echoes the caller's own text (M4, see crate::mask)
+        crate::mask::Masker::mask_keys(f);
         if log::log_enabled!(log::Level::Debug) {
             log::debug!("[{request_id}] rpc {} answer {}", call.method, f);
         }

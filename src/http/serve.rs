@@ -8,9 +8,10 @@ use super::reply::Reply;
 use super::routes::{self, Access, Found};
 use super::{App, audit, body};
 use crate::auth::RequestParts;
+use crate::logging::clean;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tiny_http::Request;
+use tiny_http_cp::Request;
 
 /// Counts a request in `App::in_flight` for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -36,27 +37,41 @@ pub fn handle(app: &App, mut request: Request) {
     let path = path_of(request.url()).to_string();
     let request_id = ex.request_id.clone();
     let mut reply = guarded(&request_id, || serve(app, &mut request, &path, &mut ex));
+    // journaled before the response goes out: a process killed after answering loses nothing;
+    // a record that cannot be kept turns the answer into that error
+    if let Err(refused) = audit::record(app, &ex, &reply) {
+        reply = refused;
+    }
     reply.headers.append(&mut ex.response_headers);
-    if ex.scheme == "hmac" {
+    if ex.scheme == Some(crate::config::Scheme::Hmac) {
         reply
             .headers
             .push(("x-mg-code".into(), reply.status.to_string()));
     }
-    log::info!(
-        "[{request_id}] {} {method} {path}{}{} -> {} in {} ms{}",
-        ex.client_ip_text(),
-        if ex.ukey_method.is_some() { " " } else { "" },
-        ex.ukey_method.as_deref().unwrap_or(""),
-        reply.status,
-        ex.arrived.elapsed().as_millis(),
-        ex.trace_id
-            .as_deref()
-            .map(|t| format!(" trace={t}"))
-            .unwrap_or_default()
-    );
+    let access_line = || {
+        log::info!(
+            "[{request_id}] {} {} {}{}{} -> {} in {} ms{}",
+            ex.client_ip_text(),
+            clean(&method, 32),
+            clean(&path, 256),
+            if ex.ukey_method.is_some() { " " } else { "" },
+            clean(ex.ukey_method.as_deref().unwrap_or(""), 128),
+            reply.status,
+            ex.arrived.elapsed().as_millis(),
+            ex.trace_id
+                .as_deref()
+                .map(|t| format!(" trace={}", clean(t, 128)))
+                .unwrap_or_default()
+        )
+    };
+    // a caller nobody authenticated writes a bounded number of lines (M8): a flood cannot
+    // rotate the log history away
+    if ex.client.is_none() && (app.auth.is_some() || reply.status >= 400) {
+        crate::logging::gated(access_line);
+    } else {
+        access_line();
+    }
     observe(app, &ex, &path, &reply);
-    // journaled before the response goes out: a process killed after answering loses nothing
-    audit::record(app, &ex, &reply);
     audit::record_auth_failure(app, &ex, &method, &path);
     if let Err(e) = request.respond(reply.into_response(&request_id)) {
         log::debug!("[{request_id}] could not send the response: {e}");
@@ -68,7 +83,10 @@ pub fn handle(app: &App, mut request: Request) {
 /// learns nothing of which paths exist.
 fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Reply {
     if app.draining.load(Ordering::SeqCst) {
-        return Reply::error(503, "proxy is shutting down");
+        // the last answer on this connection (the listener is closed; a retry goes elsewhere
+        // or to the next start)
+        request.close_after();
+        return Reply::error(503, "proxy is shutting down").with_header("Retry-After", "1");
     }
     let found = routes::find(request.method(), path);
     let local = ex.from_this_pc();
@@ -86,6 +104,10 @@ fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Rep
         return reply;
     }
     if app.webhooks.audits() {
+        // no room for its audit record: refused before the card is used, not served unaudited
+        if let Err(why) = app.webhooks.audit_room(input.body.len()) {
+            return audit::refused(why);
+        }
         // parsed again, apart from the handler's parse: the record shows what the client sent
         ex.audit_request = Some(audit::request_summary(&input.body));
     }
@@ -143,11 +165,13 @@ fn authenticate(
             Ok(())
         }
         Err(e) => {
-            log::warn!(
-                "[{}] {} authentication failed: {e}",
-                ex.request_id,
-                ex.client_ip_text()
-            );
+            crate::logging::gated(|| {
+                log::warn!(
+                    "[{}] {} authentication failed: {e}",
+                    ex.request_id,
+                    ex.client_ip_text()
+                )
+            });
             ex.auth_failure = Some(e.to_string());
             let mut reply = Reply::error(401, format!("authentication failed: {e}"));
             reply.headers = auth.failure_headers(&parts);

@@ -10,6 +10,7 @@
 pub mod card;
 mod methods;
 
+use crate::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -54,7 +55,8 @@ impl Faults {
             .store(d.as_millis() as u64, Ordering::SeqCst);
     }
     pub fn set_silent(&self, method: &str, silent: bool) {
-        if let Ok(mut s) = self.silent_methods.lock() {
+        {
+            let mut s = lock(&self.silent_methods);
             if silent {
                 s.insert(method.to_string());
             } else {
@@ -63,7 +65,8 @@ impl Faults {
         }
     }
     pub fn set_error(&self, method: &str, errors: Option<Vec<String>>) {
-        if let Ok(mut m) = self.error_methods.lock() {
+        {
+            let mut m = lock(&self.error_methods);
             match errors {
                 Some(e) => m.insert(method.to_string(), e),
                 None => m.remove(method),
@@ -81,12 +84,8 @@ impl Faults {
             self.refuse_connections.store(false, Ordering::SeqCst);
             self.reverse_batch.store(0, Ordering::SeqCst);
             self.bad_signatures.store(false, Ordering::SeqCst);
-            if let Ok(mut s) = self.silent_methods.lock() {
-                s.clear();
-            }
-            if let Ok(mut e) = self.error_methods.lock() {
-                e.clear();
-            }
+            lock(&self.silent_methods).clear();
+            lock(&self.error_methods).clear();
         }
         if let Some(ms) = args.get("latency_ms").and_then(Value::as_u64) {
             self.latency_ms.store(ms, Ordering::SeqCst);
@@ -125,16 +124,8 @@ impl Faults {
 
     /// The knobs as JSON.
     pub fn describe(&self) -> Value {
-        let silent: Vec<String> = self
-            .silent_methods
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let errors = self
-            .error_methods
-            .lock()
-            .map(|e| json!(*e))
-            .unwrap_or(Value::Null);
+        let silent: Vec<String> = lock(&self.silent_methods).iter().cloned().collect();
+        let errors = json!(*lock(&self.error_methods));
         json!({
             "latency_ms": self.latency_ms.load(Ordering::SeqCst),
             "silent": silent,
@@ -146,16 +137,10 @@ impl Faults {
     }
 
     fn is_silent(&self, method: &str) -> bool {
-        self.silent_methods
-            .lock()
-            .map(|s| s.contains(method))
-            .unwrap_or(false)
+        lock(&self.silent_methods).contains(method)
     }
     fn error_for(&self, method: &str) -> Option<Vec<String>> {
-        self.error_methods
-            .lock()
-            .ok()
-            .and_then(|m| m.get(method).cloned())
+        lock(&self.error_methods).get(method).cloned()
     }
 }
 
@@ -259,11 +244,7 @@ impl Simulator {
 
     /// Every request frame received so far (passwords as sent: this is the card's view).
     pub fn received(&self) -> Vec<Value> {
-        self.shared
-            .received
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+        lock(&self.shared.received).iter().cloned().collect()
     }
 
     /// The signature this simulator gives for `data` (what `cus-sec_SpcSignDataAsPEM` answers).
@@ -293,8 +274,8 @@ impl Simulator {
 
     /// Closes every open connection at once, without a close frame (a crashed client software).
     pub fn drop_connections(&self) {
-        if let Ok(mut open) = self.shared.open.lock() {
-            for s in open.drain(..) {
+        {
+            for s in lock(&self.shared.open).drain(..) {
                 let _ = s.shutdown(Shutdown::Both);
             }
         }
@@ -345,10 +326,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    if let Ok(clone) = stream.try_clone()
-        && let Ok(mut open) = shared.open.lock()
-    {
-        open.push(clone);
+    if let Ok(clone) = stream.try_clone() {
+        lock(&shared.open).push(clone);
     }
     let mut ws =
         tungstenite::accept_with_config(stream, Some(crate::ukey::conn::websocket_config()))
@@ -393,7 +372,8 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<(), String> {
 }
 
 fn remember(shared: &Shared, frame: &Value) {
-    if let Ok(mut r) = shared.received.lock() {
+    {
+        let mut r = lock(&shared.received);
         if r.len() >= RECEIVED_KEPT {
             r.pop_front();
         }

@@ -102,7 +102,11 @@ fn handle(t: &Transfer, hooks: &Webhooks, path: &Path) {
                 if ev.ids.iter().any(|id| t.store.seen(id)) {
                     continue;
                 }
-                hooks.receipt(ev.body.clone());
+                // not journaled: the file stays in the inbox and is tried again next poll
+                if let Err(e) = hooks.receipt(ev.body.clone()) {
+                    log::error!("transfer: receipt {name} kept in the inbox: {e}");
+                    return;
+                }
                 if let Err(e) = t.store.record_receipt(&ev.ids, &ev.body) {
                     log::error!("transfer: {e}");
                 }

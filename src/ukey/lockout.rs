@@ -17,16 +17,13 @@ pub const FILE_NAME: &str = "ukey-password-refused.json";
 /// The code the E-Port client software answers, with "口令验证失败", when the password is wrong.
 pub const REFUSAL_CODE: &str = "Err:Custom50030";
 
-/// Whether a reply frame is the card refusing the password. The rule: the operation failed
-/// (`_args.Result` false) and an `Error` entry
-/// - carries the refusal code `Err:Custom50030`, or
-/// - names the card's PIN, 口令, or
-/// - says 密码 together with a word of failure (错误, 不正确, 验证失败, 校验失败, 无效, 不匹配):
-///   密码 alone also means "cryptographic" (密码设备, 密码模块), which is not a refusal, or
-/// - in English, names the password (`password`, `passwd`, or the word `PIN`).
+/// Whether a reply frame is the card refusing the password: the operation failed
+/// (`_args.Result` false) and one `Error` entry is exactly the refusal code `Err:Custom50030`.
 ///
-/// Any other `Result: false` (a missing argument, `Err:Custom50070`, a pulled card, …) is not a
-/// refusal.
+/// M3: no word match (口令, 密码, password, PIN): the card's messages may echo a caller's method
+/// name or arguments, so text would let a caller lock every other caller out. And the session
+/// trusts even the code only on the proxy's own calls (the probe, the certificate read), whose
+/// method and arguments no caller chose (see `session::look_after_caller`).
 pub fn is_password_refusal(frame: &Value) -> bool {
     let args = frame.get("_args");
     if args.and_then(|a| a.get("Result")).and_then(Value::as_bool) != Some(false) {
@@ -35,21 +32,10 @@ pub fn is_password_refusal(frame: &Value) -> bool {
     let Some(errors) = args.and_then(|a| a.get("Error")).and_then(Value::as_array) else {
         return false;
     };
-    errors.iter().filter_map(Value::as_str).any(refuses)
-}
-
-fn refuses(error: &str) -> bool {
-    const FAILED: [&str; 6] = ["错误", "不正确", "验证失败", "校验失败", "无效", "不匹配"];
-    if error.contains(REFUSAL_CODE) || error.contains("口令") {
-        return true;
-    }
-    if error.contains("密码") && FAILED.iter().any(|w| error.contains(w)) {
-        return true;
-    }
-    let lower = error.to_ascii_lowercase();
-    lower
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|word| matches!(word, "password" | "passwd" | "pin"))
+    errors
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|e| e.trim() == REFUSAL_CODE)
 }
 
 /// The remembered refusal of one configured password.
@@ -136,27 +122,21 @@ mod tests {
     }
 
     #[test]
-    fn every_known_form_of_refusal_is_one() {
+    fn the_refusal_code_is_a_refusal() {
         for errors in [
             &[
                 "口令验证失败 (simulator: wrong or missing passwd)",
                 "Err:Custom50030",
             ][..],
             &["Err:Custom50030"],
-            &["口令错误,剩余次数:5"],
-            &["用户密码错误"],
-            &["密码不正确"],
-            &["卡密码验证失败"],
-            &["Wrong password"],
-            &["verify PIN failed"],
-            &["bad passwd"],
+            &["口令错误,剩余次数:5", " Err:Custom50030 "],
         ] {
             assert!(is_password_refusal(&failed(errors)), "{errors:?}");
         }
     }
 
     #[test]
-    fn an_unrelated_failure_is_not_a_refusal() {
+    fn words_and_echoed_text_are_not_a_refusal() {
         for errors in [
             &[
                 "参数检查失败,传入的args中必须包含必要的非空白参数:inData",
@@ -166,13 +146,21 @@ mod tests {
             &["Err:Custom50200"],
             &["密码设备打开失败"],
             &["未检测到卡,请插入卡 (card not found)"],
-            &["shipping mapping failed"],
+            // M3: what a caller can make the card echo
+            &[
+                "不支持的方法 (simulator: unknown method cus-sec_Spc PIN check)",
+                "Err:Base50001",
+            ],
+            &["unknown method {\"passwd\":\"x\"}", "Err:Base50001"],
+            &["unknown method Err:Custom50030x", "Err:Base50001"],
+            &["口令验证失败"],
+            &["Wrong password"],
             &[],
         ] {
             assert!(!is_password_refusal(&failed(errors)), "{errors:?}");
         }
-        // a success that mentions a password is no refusal either
-        let ok = json!({"_args": {"Result": true, "Data": ["password ok"], "Error": ["口令"]}});
+        // a success that carries the code is no refusal either
+        let ok = json!({"_args": {"Result": true, "Data": ["x"], "Error": ["Err:Custom50030"]}});
         assert!(!is_password_refusal(&ok));
     }
 

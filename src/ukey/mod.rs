@@ -9,6 +9,7 @@ pub mod methods;
 pub mod oneshot; // public for benches/load.rs, whose floor server waits the same way
 pub mod restart;
 mod run;
+mod session;
 mod wait;
 
 use crate::config::UkeyConfig;
@@ -50,6 +51,8 @@ pub enum CallError {
     ShuttingDown,
     /// The card refused the configured password: nothing is sent to it any more.
     PasswordRefused,
+    /// The card answered, but with a frame that is neither a success nor a failure.
+    BadReply(String),
 }
 
 impl CallError {
@@ -92,6 +95,11 @@ impl fmt::Display for CallError {
                 t.as_millis()
             ),
             CallError::ShuttingDown => write!(f, "proxy is shutting down"),
+            CallError::BadReply(why) => write!(
+                f,
+                "the UKey answered with a frame the proxy cannot read ({why}); the call may or \
+                 may not have been carried out"
+            ),
             CallError::PasswordRefused => write!(
                 f,
                 "the card refused the configured password, so no call is sent to it any more \
@@ -198,13 +206,11 @@ impl Status {
 
 /// A copy of a short status string; the lock is held only for the copy.
 fn read(m: &Mutex<Option<String>>) -> Option<String> {
-    m.lock().map(|g| g.clone()).unwrap_or(None)
+    crate::sync::lock(m).clone()
 }
 
 fn write(m: &Mutex<Option<String>>, v: Option<String>) {
-    if let Ok(mut g) = m.lock() {
-        *g = v;
-    }
+    *crate::sync::lock(m) = v;
 }
 
 /// The handle HTTP workers use. Cheap to clone.

@@ -132,10 +132,7 @@ impl Restarter {
         if self.command.is_none() {
             return Err(RestartError::NotConfigured);
         }
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| RestartError::AlreadyRunning)?;
+        let mut s = crate::sync::lock(&self.state);
         if s.running {
             return Err(RestartError::AlreadyRunning);
         }
@@ -151,9 +148,7 @@ impl Restarter {
     }
 
     fn release(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.running = false;
-        }
+        crate::sync::lock(&self.state).running = false;
     }
 
     /// Runs the command (claimed), logs, reports and publishes the outcome.
@@ -188,9 +183,7 @@ impl Restarter {
                 error.clone().unwrap_or_else(|| format!("exit {exit:?}"))
             );
         }
-        if let Ok(mut last) = self.status.client_restart.lock() {
-            *last = Some(outcome.clone());
-        }
+        *crate::sync::lock(&self.status.client_restart) = Some(outcome.clone());
         if let Some(tx) = &self.events {
             let _ = tx.try_send(UkeyEvent::ClientRestarted {
                 outcome: outcome.clone(),

@@ -1,18 +1,27 @@
 //! The webhook journal: an append-only file of JSON lines, written before a response is sent, and
-//! a marker file holding the `seq` of the last delivered line. Crash-only: a process killed at any
-//! instant (Task Scheduler uses TerminateProcess) loses nothing written, and delivery resumes after
-//! the marker, in order, at least once.
+//! a marker file holding the `seq` of the last delivered line (and the count of events refused
+//! because the journal was full). Crash-only: a process killed at any instant (Task Scheduler
+//! uses TerminateProcess) loses nothing written, and delivery resumes after the marker, in order,
+//! at least once.
 //!
 //! The marker names a `seq`, not a byte offset, so compaction (rewriting the file without its
-//! delivered head) is safe whenever it is interrupted. Writes are not fsync'ed: they survive the
-//! process being killed (the OS has them), not a power cut.
+//! delivered head) is safe whenever it is interrupted. It is rewritten at most every
+//! `MARKER_EVERY_EVENTS` deliveries or `MARKER_EVERY` (and when delivery goes idle), so a kill
+//! re-sends at most that many already-delivered events: duplicates, never losses. Receivers drop
+//! them by `X-Webhook-Seq`. Writes are not fsync'ed: they survive the process being killed (the OS
+//! has them), not a power cut.
+//!
+//! Request threads take the writer lock for one `write` of one line. Compaction copies the
+//! delivered-past part of the file without the lock, then takes it only to copy what was
+//! appended meanwhile and swap the files.
 
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Compact once this much delivered data sits at the head of the file.
 const COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
@@ -95,12 +104,17 @@ impl std::fmt::Display for JournalError {
         match self {
             JournalError::Full { max_bytes } => write!(
                 f,
-                "webhook journal is full ({max_bytes} bytes): the receiver has not accepted events for a long time"
+                "the webhook journal is full (webhook.journal_max_bytes = {max_bytes} bytes of undelivered events): the receiver has not accepted events for a long time"
             ),
             JournalError::Io(e) => write!(f, "webhook journal write failed: {e}"),
         }
     }
 }
+
+/// The marker is rewritten after this many deliveries at most...
+pub const MARKER_EVERY_EVENTS: u64 = 64;
+/// ...or once this much time has passed since a delivery it does not record yet.
+pub const MARKER_EVERY: Duration = Duration::from_millis(200);
 
 struct Writer {
     /// `None` only while compaction swaps the file.
@@ -109,16 +123,65 @@ struct Writer {
     len: u64,
 }
 
+/// What the marker file on disk says, and what it does not say yet (the sender's alone).
+struct MarkerState {
+    written_seq: u64,
+    written_dropped: u64,
+    unwritten: u64,
+    /// When the oldest delivery not on disk yet happened.
+    dirty_since: Option<Instant>,
+}
+
 pub struct Journal {
     path: PathBuf,
     marker: PathBuf,
     max_bytes: u64,
     writer: Mutex<Writer>,
+    /// `Writer::len`, readable without the lock (for the room check before a request is served).
+    len: AtomicU64,
     delivered_seq: AtomicU64,
     /// Byte offset of the first undelivered line (kept by the sender).
     read_offset: AtomicU64,
+    /// Events refused because the journal was full, since the journal was created (persisted in
+    /// the marker).
     dropped: AtomicU64,
+    /// Refused since the journal last had room (for the log line when it has room again).
+    dropped_while_full: AtomicU64,
     full: AtomicBool,
+    /// When "full" was last logged (at most once per `FULL_LOG_EVERY`), and whether this
+    /// episode's was (then its "room again" is logged too).
+    full_logged: Mutex<(Option<Instant>, bool)>,
+    marker_state: Mutex<MarkerState>,
+}
+
+/// The journal's full / room-again lines are logged at most this often (they flapped once per
+/// event when large records were refused and small ones fitted).
+const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The marker's two numbers: the last delivered seq, and events dropped. An old marker holds the
+/// seq only.
+fn read_marker(path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut n = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    let seq = n.next().flatten().unwrap_or(0);
+    let dropped = n.next().flatten().unwrap_or(0);
+    (seq, dropped)
+}
+
+/// After a holder of the writer lock panicked mid-append: trust the file's length, and end a
+/// torn line so that the next record starts on a line of its own (the fragment is skipped as
+/// unreadable).
+fn repair_writer(w: &mut Writer) {
+    if let Some(file) = w.file.as_mut()
+        && let Ok(meta) = file.metadata()
+    {
+        if meta.len() > w.len {
+            let _ = file.write_all(b"\n");
+            // the line may be whole with its seq taken: never hand that seq out twice
+            w.next_seq += 1;
+        }
+        w.len = file.metadata().map(|m| m.len()).unwrap_or(meta.len());
+    }
 }
 
 impl Journal {
@@ -128,10 +191,7 @@ impl Journal {
             std::fs::create_dir_all(dir)?;
         }
         let marker = PathBuf::from(format!("{}.delivered", path.display()));
-        let delivered = std::fs::read_to_string(&marker)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let (delivered, dropped) = read_marker(&marker);
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -171,15 +231,71 @@ impl Journal {
                 next_seq: last_seq + 1,
                 len: good_len,
             }),
+            len: AtomicU64::new(good_len),
             delivered_seq: AtomicU64::new(delivered),
             read_offset: AtomicU64::new(offset.unwrap_or(good_len)),
-            dropped: AtomicU64::new(0),
+            dropped: AtomicU64::new(dropped),
+            dropped_while_full: AtomicU64::new(0),
             full: AtomicBool::new(false),
+            full_logged: Mutex::new((None, false)),
+            marker_state: Mutex::new(MarkerState {
+                written_seq: delivered,
+                written_dropped: dropped,
+                unwritten: 0,
+                dirty_since: None,
+            }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn undelivered_bytes(&self, len: u64) -> u64 {
+        len.saturating_sub(self.read_offset.load(Ordering::SeqCst))
+    }
+
+    /// Whether a record of about `bytes` would fit now (checked before a request is served, so
+    /// that one whose audit record cannot be kept is refused before the card is used).
+    pub fn has_room_for(&self, bytes: u64) -> Result<(), JournalError> {
+        let undelivered = self.undelivered_bytes(self.len.load(Ordering::SeqCst));
+        if undelivered + bytes > self.max_bytes {
+            self.refused();
+            return Err(JournalError::Full {
+                max_bytes: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts one refused event, and says so once when the journal becomes full.
+    fn refused(&self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+        self.dropped_while_full.fetch_add(1, Ordering::SeqCst);
+        if !self.full.swap(true, Ordering::SeqCst) && self.may_log_full() {
+            self.dropped_while_full.store(1, Ordering::SeqCst);
+            log::error!(
+                "{}; requests that must be audited are refused with 507 until it has room again ({})",
+                JournalError::Full {
+                    max_bytes: self.max_bytes
+                },
+                self.path.display()
+            );
+        }
+    }
+
+    /// Whether "full" may be logged for the episode starting now (and if so, that it is).
+    fn may_log_full(&self) -> bool {
+        let mut logged = crate::sync::lock(&self.full_logged);
+        let now = Instant::now();
+        let may = logged
+            .0
+            .is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY);
+        if may {
+            logged.0 = Some(now);
+        }
+        logged.1 = may;
+        may
     }
 
     /// Appends one record; returns its seq. The lock is held for the file write only.
@@ -189,10 +305,7 @@ impl Journal {
         request_id: Option<&str>,
         body: String,
     ) -> Result<u64, JournalError> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| JournalError::Io(io::Error::other("journal lock poisoned")))?;
+        let mut w = crate::sync::lock_repair(&self.writer, repair_writer);
         let record = Record {
             seq: w.next_seq,
             kind,
@@ -200,26 +313,25 @@ impl Journal {
             body,
         };
         let line = record.to_line();
-        let undelivered = w
-            .len
-            .saturating_sub(self.read_offset.load(Ordering::SeqCst));
+        let undelivered = self.undelivered_bytes(w.len);
         if undelivered + line.len() as u64 > self.max_bytes {
-            self.dropped.fetch_add(1, Ordering::SeqCst);
-            if !self.full.swap(true, Ordering::SeqCst) {
-                log::error!(
-                    "{}; new events are dropped until it accepts again ({})",
-                    JournalError::Full {
-                        max_bytes: self.max_bytes
-                    },
-                    self.path.display()
-                );
-            }
+            drop(w);
+            self.refused();
             return Err(JournalError::Full {
                 max_bytes: self.max_bytes,
             });
         }
-        if self.full.swap(false, Ordering::SeqCst) {
-            log::warn!("webhook journal has room again; events are recorded again");
+        // "room again" only below three quarters of the cap, so that the log says full / room
+        // again once per episode, not once per event at the edge
+        if self.full.load(Ordering::Relaxed)
+            && (undelivered + line.len() as u64) < self.max_bytes / 4 * 3
+            && self.full.swap(false, Ordering::SeqCst)
+            && std::mem::take(&mut crate::sync::lock(&self.full_logged).1)
+        {
+            log::warn!(
+                "webhook journal has room again; {} event(s) were refused while it was full",
+                self.dropped_while_full.swap(0, Ordering::SeqCst)
+            );
         }
         let file = w
             .file
@@ -228,6 +340,7 @@ impl Journal {
         file.write_all(line.as_bytes()).map_err(JournalError::Io)?;
         w.len += line.len() as u64;
         w.next_seq += 1;
+        self.len.store(w.len, Ordering::SeqCst);
         Ok(record.seq)
     }
 
@@ -264,37 +377,76 @@ impl Journal {
         Ok(out)
     }
 
-    /// Records `seq` as delivered (or given up on) and moves past its `len` bytes. The marker is
-    /// replaced atomically (write then rename).
+    /// Records `seq` as delivered (or given up on) and moves past its `len` bytes. The marker on
+    /// disk follows within `MARKER_EVERY_EVENTS` / `MARKER_EVERY` (see `flush_marker`).
     pub fn mark_delivered(&self, seq: u64, len: u64) -> io::Result<()> {
-        let tmp = PathBuf::from(format!("{}.tmp", self.marker.display()));
-        std::fs::write(&tmp, format!("{seq}\n"))?;
-        std::fs::rename(&tmp, &self.marker)?;
         self.delivered_seq.store(seq, Ordering::SeqCst);
         self.read_offset.fetch_add(len, Ordering::SeqCst);
+        let due = {
+            let mut m = crate::sync::lock(&self.marker_state);
+            m.unwritten += 1;
+            let since = *m.dirty_since.get_or_insert_with(Instant::now);
+            m.unwritten >= MARKER_EVERY_EVENTS || since.elapsed() >= MARKER_EVERY
+        };
+        if due {
+            self.flush_marker()?;
+        }
         self.compact_if_due()
     }
 
-    /// Rewrites the file without its delivered head once that head is large.
+    /// How long until the marker must be written (`None`: it says everything already). The
+    /// sender wakes for it.
+    pub fn marker_due_in(&self) -> Option<Duration> {
+        let m = crate::sync::lock(&self.marker_state);
+        if m.written_dropped != self.dropped.load(Ordering::SeqCst) {
+            return Some(Duration::ZERO);
+        }
+        m.dirty_since
+            .map(|since| MARKER_EVERY.saturating_sub(since.elapsed()))
+    }
+
+    /// Writes the marker if it is behind: atomically (write then rename).
+    pub fn flush_marker(&self) -> io::Result<()> {
+        let mut m = crate::sync::lock(&self.marker_state);
+        let seq = self.delivered_seq.load(Ordering::SeqCst);
+        let dropped = self.dropped.load(Ordering::SeqCst);
+        if m.written_seq == seq && m.written_dropped == dropped {
+            m.unwritten = 0;
+            m.dirty_since = None;
+            return Ok(());
+        }
+        let tmp = PathBuf::from(format!("{}.tmp", self.marker.display()));
+        std::fs::write(&tmp, format!("{seq} {dropped}\n"))?;
+        std::fs::rename(&tmp, &self.marker)?;
+        m.written_seq = seq;
+        m.written_dropped = dropped;
+        m.unwritten = 0;
+        m.dirty_since = None;
+        Ok(())
+    }
+
+    /// Rewrites the file without its delivered head once that head is large. The bulk copy runs
+    /// without the writer lock; appends made meanwhile are copied under it, then the files swap.
     fn compact_if_due(&self) -> io::Result<()> {
         let offset = self.read_offset.load(Ordering::SeqCst);
         if offset < COMPACT_AFTER_BYTES {
             return Ok(());
         }
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| io::Error::other("journal lock poisoned"))?;
-        if offset < w.len / 2 && offset < w.len {
+        let snapshot = self.len.load(Ordering::SeqCst);
+        if offset < snapshot / 2 {
             return Ok(()); // mostly undelivered: copying it now would be wasted work
         }
         let tmp = PathBuf::from(format!("{}.compact", self.path.display()));
-        {
-            let mut src = File::open(&self.path)?;
-            src.seek(SeekFrom::Start(offset))?;
-            let mut dst = File::create(&tmp)?;
-            io::copy(&mut src, &mut dst)?;
-        }
+        let mut src = File::open(&self.path)?;
+        src.seek(SeekFrom::Start(offset))?;
+        let mut dst = File::create(&tmp)?;
+        io::copy(&mut (&mut src).take(snapshot - offset), &mut dst)?;
+        let mut w = crate::sync::lock_repair(&self.writer, repair_writer);
+        // what was appended since the snapshot (appends write under this lock, so the end of
+        // the file is `w.len` now)
+        io::copy(&mut src, &mut dst)?;
+        drop(src);
+        drop(dst);
         // close our handle first: Windows will not replace a file that is open without sharing
         w.file = None;
         let renamed = std::fs::rename(&tmp, &self.path);
@@ -306,18 +458,19 @@ impl Journal {
         );
         renamed?;
         w.len -= offset;
+        self.len.store(w.len, Ordering::SeqCst);
         self.read_offset.store(0, Ordering::SeqCst);
+        drop(w);
         log::debug!("webhook journal compacted ({offset} delivered bytes removed)");
         Ok(())
     }
 
     /// Undelivered events and bytes.
     pub fn backlog(&self) -> (u64, u64) {
-        let (next, len) = self
-            .writer
-            .lock()
-            .map(|w| (w.next_seq, w.len))
-            .unwrap_or((0, 0));
+        let (next, len) = {
+            let w = crate::sync::lock_repair(&self.writer, repair_writer);
+            (w.next_seq, w.len)
+        };
         let delivered = self.delivered_seq.load(Ordering::SeqCst);
         let offset = self.read_offset.load(Ordering::SeqCst);
         (
@@ -326,9 +479,18 @@ impl Journal {
         )
     }
 
-    /// Events not recorded because the journal was full.
+    /// Events not recorded because the journal was full (kept across restarts).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Journal {
+    /// A clean stop leaves the marker exact (only a kill leaves it behind, by the bound above).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_marker() {
+            log::error!("webhooks: cannot update the journal marker: {e}");
+        }
     }
 }
 
@@ -427,6 +589,69 @@ mod tests {
         assert!(
             j.append(Kind::Audit, None, "{}".into()).is_ok(),
             "room again"
+        );
+    }
+    #[test]
+    fn the_marker_lags_by_at_most_its_bound_and_a_kill_only_repeats() {
+        let path = temp("marker");
+        let j = Journal::open(&path, 1 << 20).unwrap();
+        for _ in 0..100 {
+            j.append(Kind::Audit, None, "{}".into()).unwrap();
+        }
+        for (r, len) in j.pending(100).unwrap() {
+            j.mark_delivered(r.seq, len).unwrap();
+        }
+        let marker = PathBuf::from(format!("{}.delivered", path.display()));
+        let (on_disk, _) = read_marker(&marker);
+        assert!(100 - on_disk < MARKER_EVERY_EVENTS, "marker at {on_disk}");
+        // a kill now (no Drop) re-sends what the marker does not cover, and nothing else
+        std::mem::forget(j);
+        let j = Journal::open(&path, 1 << 20).unwrap();
+        let again = j.pending(200).unwrap();
+        assert_eq!(again.len() as u64, 100 - on_disk);
+        assert!(again.iter().all(|(r, _)| r.seq > on_disk));
+    }
+
+    #[test]
+    fn the_dropped_count_survives_a_restart() {
+        let path = temp("dropped");
+        let j = Journal::open(&path, 200).unwrap();
+        while j.append(Kind::Audit, None, "\"0123456789\"".into()).is_ok() {}
+        assert!(j.has_room_for(1000).is_err());
+        assert_eq!(j.dropped(), 2);
+        assert_eq!(j.marker_due_in(), Some(Duration::ZERO));
+        j.flush_marker().unwrap();
+        std::mem::forget(j);
+        let j = Journal::open(&path, 200).unwrap();
+        assert_eq!(j.dropped(), 2);
+    }
+
+    #[test]
+    fn appends_made_while_compacting_are_kept() {
+        let path = temp("compact-race");
+        let j = std::sync::Arc::new(Journal::open(&path, 64 << 20).unwrap());
+        let body = "y".repeat(1000);
+        for _ in 0..1200 {
+            j.append(Kind::Audit, None, format!("\"{body}\"")).unwrap();
+        }
+        let writer = {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    j.append(Kind::Audit, None, "{}".into()).unwrap();
+                }
+            })
+        };
+        for (r, len) in j.pending(1200).unwrap() {
+            j.mark_delivered(r.seq, len).unwrap();
+        }
+        writer.join().unwrap();
+        let rest = j.pending(5000).unwrap();
+        let seqs: Vec<u64> = rest.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, (1201..=3200).collect::<Vec<_>>());
+        assert!(
+            std::fs::metadata(&path).unwrap().len() < 1_000_000,
+            "compacted"
         );
     }
 }

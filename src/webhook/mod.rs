@@ -1,6 +1,12 @@
 //! Webhooks: audit and failure events. Request threads only append to the journal and wake the
 //! sender; one sender thread delivers from the journal with ureq, oldest first, retrying with
 //! backoff, so no request ever waits for a receiver and no audit record is lost while it is down.
+//!
+//! Only an answer that says so ends an event: a 2xx (accepted) or 410 Gone (the receiver does
+//! not want it, ever). Every other answer, a refused connection, a timeout, and a failure to sign
+//! are retried, in order, with the event signed afresh each time (so a receiver whose clock was
+//! off accepts it once the clocks agree again). An event is never sent unsigned when a scheme is
+//! configured.
 
 pub mod journal;
 
@@ -18,8 +24,6 @@ use std::time::{Duration, Instant};
 
 /// One delivery attempt may take this long (a slow receiver delays only the sender thread).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Where and how webhooks are sent.
 #[derive(Clone)]
@@ -34,6 +38,9 @@ pub struct WebhookSettings {
     pub journal_max_bytes: u64,
     /// Which TLS roots are trusted (`webhook.tls_roots`, `webhook.ca_file`).
     pub tls: crate::outbound::TlsTrust,
+    /// The first wait after a failed attempt; it doubles up to `retry_max`.
+    pub retry_first: Duration,
+    pub retry_max: Duration,
 }
 
 impl WebhookSettings {
@@ -59,6 +66,13 @@ impl WebhookSettings {
             journal_path: journal,
             journal_max_bytes: config.webhook.journal_max_bytes,
             tls,
+            retry_first: Duration::from_millis(config.webhook.retry_first_ms.max(1)),
+            retry_max: Duration::from_millis(
+                config
+                    .webhook
+                    .retry_max_ms
+                    .max(config.webhook.retry_first_ms.max(1)),
+            ),
         }
     }
 }
@@ -69,17 +83,14 @@ fn signer_of(config: &crate::config::Config) -> Option<Signer> {
     if config.auth.app_secret.is_empty() {
         return None;
     }
-    let name = match config.webhook.sign_scheme.as_str() {
-        "" => config
-            .auth
-            .scheme
-            .first()
-            .map(String::as_str)
-            .unwrap_or("md5"),
-        s => s,
-    };
+    // `auth.scheme` is never empty (validated), so this fallback is only for form's sake
+    let scheme = config
+        .webhook
+        .sign_scheme
+        .or_else(|| config.auth.scheme.first().copied())
+        .unwrap_or(crate::config::Scheme::Md5);
     Some(Signer {
-        scheme: crate::auth::Scheme::parse(name).unwrap_or(crate::auth::Scheme::Md5),
+        scheme,
         key: crate::auth::outgoing::OutKey::Secret(crate::auth::Secret::new(
             config.auth.app_secret.as_bytes(),
         )),
@@ -184,10 +195,26 @@ impl Webhooks {
         self.audit
     }
 
-    /// Journals an audit record (before the response is sent) and wakes the sender.
-    pub fn audit(&self, a: Audit<'_>) {
+    /// Whether an audit record for a request of `body_bytes` would fit in the journal now:
+    /// checked before the request is served, so that one that could not be audited is refused
+    /// before the card is used (`Err` says why).
+    pub fn audit_room(&self, body_bytes: usize) -> Result<(), String> {
+        let (true, Some(journal)) = (self.audit, &self.journal) else {
+            return Ok(());
+        };
+        // the body appears once in "request" and is escaped again in the journal line
+        let estimate = 2 * body_bytes as u64 + 2048;
+        journal.has_room_for(estimate).map_err(|e| {
+            let _ = self.wake.try_send(()); // the sender writes the dropped count to the marker
+            refusal(&e)
+        })
+    }
+
+    /// Journals an audit record (before the response is sent) and wakes the sender. `Err`: it
+    /// could not be kept, and the request must not be answered as if it had been audited.
+    pub fn audit(&self, a: Audit<'_>) -> Result<(), String> {
         if !self.audit {
-            return;
+            return Ok(());
         }
         let mut body = json!({
             "event": "api_audit",
@@ -208,7 +235,8 @@ impl Webhooks {
             body["trace_id"] = t.into();
         }
         self.masker.mask_value(&mut body);
-        self.record(Kind::Audit, Some(a.request_id), body);
+        self.record(Kind::Audit, Some(a.request_id), body)
+            .map_err(|e| refusal(&e))
     }
 
     /// Journals how many failed authentications from `client_ip` were counted but not audited
@@ -226,7 +254,7 @@ impl Webhooks {
             "success": false,
             "error": format!("{count} further failed authentication(s) from {client_ip} within {window_s} s were not audited one by one"),
         });
-        self.record(Kind::Audit, None, body);
+        let _ = self.record(Kind::Audit, None, body);
     }
 
     /// Journals a failure event.
@@ -269,16 +297,18 @@ impl Webhooks {
             details.extend(extra);
         }
         self.masker.mask_value(&mut body);
-        self.record(Kind::Failure, request_id, body);
+        let _ = self.record(Kind::Failure, request_id, body);
     }
 
-    /// Journals a receipt event (`event: "receipt"`) read from the transfer inbox.
-    pub fn receipt(&self, mut body: Value) {
+    /// Journals a receipt event (`event: "receipt"`) read from the transfer inbox. An error
+    /// (journal full or unwritable) tells the watcher to leave the file for the next poll.
+    pub fn receipt(&self, mut body: Value) -> Result<(), String> {
         if !self.receipt {
-            return;
+            return Ok(());
         }
         body["timestamp"] = now_ms().into();
-        self.record(Kind::Receipt, None, body);
+        self.record(Kind::Receipt, None, body)
+            .map_err(|e| e.to_string())
     }
 
     fn recovered(&self) {
@@ -290,19 +320,29 @@ impl Webhooks {
             "timestamp": now_ms(),
             "details": {"type": "connection_recovered"},
         });
-        self.record(Kind::Failure, None, body);
+        let _ = self.record(Kind::Failure, None, body);
     }
 
-    fn record(&self, kind: Kind, request_id: Option<&str>, body: Value) {
-        let Some(journal) = &self.journal else { return };
-        match journal.append(kind, request_id, body.to_string()) {
-            Ok(_) => {
-                let _ = self.wake.try_send(());
-            }
-            // Full is logged once by the journal; other errors each time
-            Err(journal::JournalError::Full { .. }) => {}
+    fn record(
+        &self,
+        kind: Kind,
+        request_id: Option<&str>,
+        body: Value,
+    ) -> Result<(), journal::JournalError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let result = journal
+            .append(kind, request_id, body.to_string())
+            .map(|_| ());
+        match &result {
+            // Full is logged by the journal, once per episode; other errors each time
+            Ok(()) | Err(journal::JournalError::Full { .. }) => {}
             Err(e) => log::error!("{e}"),
         }
+        // also on Full: the sender writes the dropped count to the marker
+        let _ = self.wake.try_send(());
+        result
     }
 
     /// Undelivered (events, bytes) and events dropped because the journal was full.
@@ -317,12 +357,17 @@ impl Webhooks {
     }
 }
 
+/// The JSON error a request gets when its audit record cannot be kept.
+fn refusal(e: &journal::JournalError) -> String {
+    format!("{e}; the request was refused rather than served without an audit record")
+}
+
 /// What one delivery attempt came to.
 enum Outcome {
     Delivered,
-    /// 4xx: the receiver will never take it; logged and skipped.
-    Rejected(u16),
-    /// Down, slow or 5xx: try again later, in order.
+    /// 410 Gone: the receiver says it will never take this event; logged and skipped.
+    Gone,
+    /// Anything else (down, slow, any other 4xx or 5xx, not signed): try again later, in order.
     Retry(String),
 }
 
@@ -337,7 +382,7 @@ struct Delivery {
 impl Delivery {
     fn run(self, wake: &Receiver<()>, ukey_events: &Receiver<UkeyEvent>, stop: &Receiver<()>) {
         let mut ukey_events = ukey_events.clone();
-        let mut retry = RETRY_FIRST;
+        let mut retry = self.settings.retry_first;
         let mut failing_since: Option<Instant> = None;
         loop {
             let wait = match self.deliver_pending(stop) {
@@ -348,7 +393,7 @@ impl Delivery {
                             since.elapsed().as_secs()
                         );
                     }
-                    retry = RETRY_FIRST;
+                    retry = self.settings.retry_first;
                     None
                 }
                 Err(why) => {
@@ -361,13 +406,33 @@ impl Delivery {
                         log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
                     }
                     let w = retry;
-                    retry = (retry * 2).min(RETRY_MAX);
+                    retry = (retry * 2).min(self.settings.retry_max);
                     Some(w)
                 }
             };
-            let timeout = wait.unwrap_or(Duration::from_secs(3600));
+            // the marker is written within MARKER_EVERY of a delivery, even when nothing follows
+            let mut marker = self.journal.marker_due_in();
+            if marker == Some(Duration::ZERO) {
+                marker = match self.journal.flush_marker() {
+                    Ok(()) => self.journal.marker_due_in().filter(|d| !d.is_zero()),
+                    Err(e) => {
+                        log::error!("webhooks: cannot update the journal marker: {e}");
+                        Some(self.settings.retry_first)
+                    }
+                };
+            }
+            let timeout = [wait, marker]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
             select! {
-                recv(stop) -> _ => return,
+                recv(stop) -> _ => {
+                    if let Err(e) = self.journal.flush_marker() {
+                        log::error!("webhooks: cannot update the journal marker: {e}");
+                    }
+                    return;
+                }
                 recv(wake) -> _ => {}
                 recv(ukey_events) -> e => match e {
                     Ok(event) => self.on_ukey_event(event),
@@ -465,10 +530,10 @@ impl Delivery {
                     Outcome::Delivered => {
                         crate::metrics::Metrics::count(&metrics.webhooks_delivered)
                     }
-                    Outcome::Rejected(status) => {
+                    Outcome::Gone => {
                         crate::metrics::Metrics::count(&metrics.webhooks_failed);
                         log::warn!(
-                            "webhooks: receiver rejected event {} with {status}; not retried",
+                            "webhooks: receiver answered 410 Gone to event {}: it does not want it; not retried",
                             record.seq
                         )
                     }
@@ -506,14 +571,15 @@ impl Delivery {
             return Outcome::Delivered; // that receiver was removed from the config since
         }
         let (headers, body) = match &self.settings.signer {
-            Some(signer) => match signer.sign("POST", url, record.body.as_bytes(), now_ms()) {
+            Some(signer) => match sign(signer, url, record) {
                 Ok(signed) => (signed.headers, signed.body),
+                // never downgraded to unsigned: a receiver that checks would refuse it
                 Err(e) => {
                     log::error!(
-                        "webhooks: cannot sign event {}: {e}; sent unsigned",
+                        "webhooks: cannot sign event {}: {e}; not sent, retried",
                         record.seq
                     );
-                    (Vec::new(), record.body.as_bytes().to_vec())
+                    return Outcome::Retry(format!("cannot sign event {}: {e}", record.seq));
                 }
             },
             None => (Vec::new(), record.body.as_bytes().to_vec()),
@@ -528,17 +594,55 @@ impl Delivery {
         if let Some(rid) = &record.request_id {
             request = request.header("X-Request-ID", rid);
         }
+        // the same on every attempt and after a restart: what a receiver drops duplicates by
+        request = request.header("X-Webhook-Seq", record.seq.to_string());
         match request.send(&body[..]) {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match status {
                     200..=299 => Outcome::Delivered,
-                    400..=499 if status != 408 && status != 429 => Outcome::Rejected(status),
+                    410 => Outcome::Gone,
                     _ => Outcome::Retry(format!("{url} answered {status}")),
                 }
             }
             Err(e) => Outcome::Retry(crate::outbound::explain(url, &e)),
         }
+    }
+}
+
+/// Signs one attempt at `now`: each attempt carries a fresh timestamp (and nonce).
+fn sign(
+    signer: &Signer,
+    url: &str,
+    record: &Record,
+) -> Result<crate::auth::outgoing::Signed, String> {
+    #[cfg(debug_assertions)]
+    if test_hook::fail_signing() {
+        return Err("test hook: signing made to fail (CHINAPORT_TEST_SIGN_FAILURES)".into());
+    }
+    signer.sign("POST", url, record.body.as_bytes(), now_ms())
+}
+
+/// Debug builds only (the tests' binary): `CHINAPORT_TEST_SIGN_FAILURES=N` makes the first N
+/// signing attempts fail, the only way to show that a failure to sign is retried, not sent
+/// unsigned (no real key makes the shared-secret schemes fail). Release builds do not contain it.
+#[cfg(debug_assertions)]
+mod test_hook {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub fn fail_signing() -> bool {
+        static LEFT: OnceLock<AtomicU64> = OnceLock::new();
+        let left = LEFT.get_or_init(|| {
+            AtomicU64::new(
+                std::env::var("CHINAPORT_TEST_SIGN_FAILURES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )
+        });
+        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 

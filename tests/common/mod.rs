@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+pub mod standin;
 
 use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
 use serde_json::{Value, json};

@@ -1,9 +1,12 @@
 //! A real webhook receiver on 127.0.0.1: records every event, verifies its MD5 signature the way
-//! the README tells receivers to, and can be made slow, failing (5xx/4xx) or down (not listening).
+//! the README tells receivers to, and can be made slow, failing (5xx/4xx) or down (not listening),
+//! strict (401 to a request whose signature does not verify, as a careful receiver answers), with
+//! its clock off by some amount, or scripted to answer a list of statuses first.
 
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +32,22 @@ impl Received {
     }
 }
 
+/// One request as it came, whatever was answered.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// It carried an X-Signature header.
+    pub signed: bool,
+    pub signature_ok: bool,
+    pub status: u16,
+    pub seq: Option<u64>,
+}
+
 struct State {
     events: Mutex<Vec<Received>>,
+    attempts: Mutex<Vec<Attempt>>,
+    script: Mutex<VecDeque<u16>>,
+    strict: AtomicBool,
+    clock_offset_ms: AtomicI64,
     /// Status answered (200 by default).
     status: AtomicU16,
     delay_ms: AtomicU64,
@@ -40,7 +57,7 @@ struct State {
 
 pub struct Receiver {
     state: Arc<State>,
-    server: Option<Arc<tiny_http::Server>>,
+    server: Option<Arc<tiny_http_cp::Server>>,
     pub addr: SocketAddr,
 }
 
@@ -48,6 +65,10 @@ impl Receiver {
     pub fn start(secret: &str) -> Receiver {
         let state = Arc::new(State {
             events: Mutex::new(Vec::new()),
+            attempts: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            strict: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(0),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             reply: Mutex::new("{}".into()),
@@ -58,11 +79,11 @@ impl Receiver {
             server: None,
             addr: "127.0.0.1:0".parse().unwrap(),
         };
-        r.serve(tiny_http::Server::http("127.0.0.1:0").expect("receiver listens"));
+        r.serve(tiny_http_cp::Server::http("127.0.0.1:0").expect("receiver listens"));
         r
     }
 
-    fn serve(&mut self, server: tiny_http::Server) {
+    fn serve(&mut self, server: tiny_http_cp::Server) {
         let server = Arc::new(server);
         self.addr = server.server_addr().to_ip().unwrap();
         for _ in 0..4 {
@@ -85,12 +106,24 @@ impl Receiver {
                         header("X-Timestamp"),
                         header("X-Signature"),
                         &body,
+                        state.clock_offset_ms.load(Ordering::SeqCst),
                     );
                     let delay = state.delay_ms.load(Ordering::SeqCst);
                     if delay > 0 {
                         std::thread::sleep(Duration::from_millis(delay));
                     }
-                    let status = state.status.load(Ordering::SeqCst);
+                    let scripted = state.script.lock().unwrap().pop_front();
+                    let status = if state.strict.load(Ordering::SeqCst) && !signature_ok {
+                        401
+                    } else {
+                        scripted.unwrap_or_else(|| state.status.load(Ordering::SeqCst))
+                    };
+                    state.attempts.lock().unwrap().push(Attempt {
+                        signed: header("X-Signature").is_some(),
+                        signature_ok,
+                        status,
+                        seq: header("X-Webhook-Seq").and_then(|s| s.parse().ok()),
+                    });
                     if status == 200 {
                         let headers = rq
                             .headers()
@@ -112,8 +145,9 @@ impl Receiver {
                         });
                     }
                     let reply = state.reply.lock().unwrap().clone();
-                    let _ = rq
-                        .respond(tiny_http::Response::from_string(reply).with_status_code(status));
+                    let _ = rq.respond(
+                        tiny_http_cp::Response::from_string(reply).with_status_code(status),
+                    );
                 }
             });
         }
@@ -122,6 +156,26 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers these statuses to the next requests, in turn, then `set_status`'s.
+    pub fn script(&self, statuses: &[u16]) {
+        self.state.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Answers 401 to every request whose signature does not verify (and records only the rest).
+    pub fn set_strict(&self, strict: bool) {
+        self.state.strict.store(strict, Ordering::SeqCst);
+    }
+
+    /// The receiver's clock runs this far ahead of the proxy's (for the 3 s window).
+    pub fn set_clock_offset(&self, ms: i64) {
+        self.state.clock_offset_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Every request received, whatever it was answered.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.attempts.lock().unwrap().clone()
     }
 
     pub fn set_status(&self, status: u16) {
@@ -161,7 +215,7 @@ impl Receiver {
     pub fn up(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let server = loop {
-            match tiny_http::Server::http(self.addr) {
+            match tiny_http_cp::Server::http(self.addr) {
                 Ok(s) => break s,
                 Err(_) => {
                     assert!(std::time::Instant::now() < deadline, "port not free again");
@@ -191,6 +245,7 @@ fn verify(
     timestamp: Option<String>,
     signature: Option<String>,
     body: &str,
+    clock_offset_ms: i64,
 ) -> bool {
     if secret.is_empty() {
         return signature.is_none();
@@ -201,7 +256,8 @@ fn verify(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis() as i128;
+        .as_millis() as i128
+        + clock_offset_ms as i128;
     let Ok(t) = ts.parse::<i128>() else {
         return false;
     };

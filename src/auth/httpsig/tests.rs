@@ -160,7 +160,7 @@ fn ebay_readme_sample_and_profile_vectors() {
     );
     check(&v, &req, &key, Some(&SigningKey::Ed25519(sk.clone())));
     // the whole policy accepts it at its own time: required components, digest, window
-    let scheme = HttpSigScheme::new(3000);
+    let scheme = HttpSigScheme::new(3000, 1000);
     let clients = vec![("ebay".to_string(), key.clone())];
     let mut with_sig = h.clone();
     with_sig.push((
@@ -252,7 +252,7 @@ fn policy_reasons() {
         let req = RequestParts::for_tests("POST", "/rpc", "", "proxy.local:8780", h, body);
         scheme.verify(&req, &clients, now)
     };
-    let scheme = HttpSigScheme::new(3000);
+    let scheme = HttpSigScheme::new(3000, 1000);
     let ok = signed_request_headers(now_s, Some("n-1"), &all, "erp", &key, body);
     assert_eq!(run(&ok, body, now_ms, &scheme).unwrap().client, "erp");
     assert_eq!(
@@ -263,7 +263,7 @@ fn policy_reasons() {
     // body changed after signing: the digest no longer matches
     let other = br#"{"_method":"cus-sec_SpcSignDataAsPEM"}"#;
     assert!(matches!(
-        run(&ok, other, now_ms, &HttpSigScheme::new(3000)),
+        run(&ok, other, now_ms, &HttpSigScheme::new(3000, 1000)),
         Err(AuthError::BadDigest(_))
     ));
     // stale
@@ -372,7 +372,7 @@ fn malformed_signature_input_never_panics_and_always_says_why() {
         .chars()
         .collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let scheme = HttpSigScheme::new(3000);
+    let scheme = HttpSigScheme::new(3000, 1000);
     for _ in 0..20_000 {
         let mut chars: Vec<char> = input.chars().collect();
         for _ in 0..1 + rng.below(4) {

@@ -1,0 +1,224 @@
+//! #30.4 benchmark (not a test): what the audit webhook adds to a signed call. 64 keep-alive
+//! clients send md5-signed `/rpc` calls (`cus-sec_SpcGetCertNo`: the card answers at once, so
+//! what is measured is the proxy, not the card queue) for `BENCH_SECONDS` (default 5) against a zero-latency
+//! simulator, twice: without an audit webhook, then with one whose journal starts just past its
+//! compaction threshold with a large undelivered backlog (16 MiB delivered head, 15 MiB waiting),
+//! so that compaction (up to 15 MiB copied) runs while the clients call. Prints p50/p99 of each
+//! run and the p99 added (goal: at most 1 ms).
+//!
+//! Run: `cargo bench --bench audit`. `BENCH_CLIENTS` (default 64).
+
+use chinaport_proxy::simulator::{SimOptions, Simulator};
+use md5::{Digest, Md5};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PASSWORD: &str = "88888888";
+const SECRET: &str = "bench-secret-0815";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn md5_hex(s: &str) -> String {
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A receiver that accepts everything at once.
+fn receiver() -> (Arc<tiny_http::Server>, String) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!("http://{}/audit", server.server_addr().to_ip().unwrap());
+    for _ in 0..2 {
+        let s = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(mut rq) = s.recv() {
+                let _ = std::io::copy(rq.as_reader(), &mut std::io::sink());
+                let _ = rq.respond(tiny_http::Response::from_string("{}"));
+            }
+        });
+    }
+    (server, url)
+}
+
+/// A journal of `delivered` records already delivered (the marker says so) and `waiting` not.
+fn seed_journal(path: &std::path::Path, delivered: u64, waiting: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let filler = "x".repeat(900);
+    for seq in 1..=delivered + waiting {
+        let body = json!({"event": "api_audit", "timestamp": now_ms(), "request_id": format!("seed-{seq}"), "filler": filler}).to_string();
+        let line =
+            json!({"seq": seq, "kind": "audit", "request_id": format!("seed-{seq}"), "body": body});
+        writeln!(f, "{line}").unwrap();
+    }
+    f.flush().unwrap();
+    std::fs::write(
+        format!("{}.delivered", path.display()),
+        format!("{delivered} 0\n"),
+    )
+    .unwrap();
+}
+
+fn start_proxy(
+    sim: &Simulator,
+    dir: &std::path::Path,
+    webhook: serde_json::Value,
+) -> (Child, SocketAddr) {
+    let config = json!({
+        "server": {"host": "127.0.0.1", "port": "0", "max_connections_per_ip": 1024},
+        "ukey": {"url": sim.url(), "password": PASSWORD, "health_interval_s": 3600},
+        "auth": {"app_secret": SECRET},
+        "webhook": webhook,
+    });
+    let path = dir.join("bench-config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let log_path = dir.join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+        .arg("-config")
+        .arg(&path)
+        .env("RUST_LOG", "chinaport_proxy=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(rest) = text.split("listening on http://").nth(1)
+            && let Some(a) = rest.split_whitespace().next()
+        {
+            break a.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "proxy did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (child, addr)
+}
+
+/// One client's calls until `until`: latencies of the 200s, and the count of other answers.
+fn client(addr: SocketAddr, id: usize, until: Instant) -> (Vec<Duration>, u64) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut writer = s;
+    let (mut lat, mut bad) = (Vec::new(), 0);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        let body = json!({"_method": "cus-sec_SpcGetCertNo", "args": {"n": format!("c{id}-{n}")}})
+            .to_string();
+        let ts = now_ms();
+        let sig = md5_hex(&format!("POST/rpc{ts}{body}{SECRET}"));
+        let req = format!(
+            "POST /rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Timestamp: {ts}\r\nX-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let t = Instant::now();
+        writer.write_all(req.as_bytes()).unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut b = vec![0; len];
+        reader.read_exact(&mut b).unwrap();
+        if status.contains(" 200 ") {
+            lat.push(t.elapsed());
+        } else {
+            bad += 1;
+        }
+    }
+    (lat, bad)
+}
+
+fn run(addr: SocketAddr, clients: usize, seconds: f64) -> (f64, f64, usize, u64) {
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let handles: Vec<_> = (0..clients)
+        .map(|i| std::thread::spawn(move || client(addr, i, until)))
+        .collect();
+    let (mut all, mut bad) = (Vec::new(), 0);
+    for h in handles {
+        let (l, b) = h.join().unwrap();
+        all.extend(l);
+        bad += b;
+    }
+    all.sort();
+    let pick = |q: f64| all[((all.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
+    (pick(0.5), pick(0.99), all.len(), bad)
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let sim = Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-simulator-ukey.pem"),
+        ),
+        card: chinaport_proxy::simulator::CardKind::Rsa,
+        cert_days: None,
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("bench-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let (mut plain, addr) = start_proxy(&sim, &dir, json!({}));
+    let _ = run(addr, clients, 1.0); // warm-up
+    let (p50a, p99a, na, bada) = run(addr, clients, seconds);
+    let _ = plain.kill();
+    let _ = plain.wait();
+
+    let (_rx, url) = receiver();
+    let journal = dir.join("journal.jsonl");
+    seed_journal(&journal, 16_000, 15_000);
+    let (mut audited, addr) = start_proxy(
+        &sim,
+        &dir,
+        json!({"audit_url": url, "journal_path": journal.to_string_lossy()}),
+    );
+    let _ = run(addr, clients, 1.0);
+    let (p50b, p99b, nb, badb) = run(addr, clients, seconds);
+    let _ = audited.kill();
+    let _ = audited.wait();
+    println!("{clients} clients, {seconds} s each, md5-signed /rpc, zero-latency card");
+    println!(
+        "without audit webhook: p50 {p50a:.3} ms, p99 {p99a:.3} ms ({na} calls, {bada} not 200)"
+    );
+    println!(
+        "with audit webhook:    p50 {p50b:.3} ms, p99 {p99b:.3} ms ({nb} calls, {badb} not 200)"
+    );
+    println!(
+        "p99 added by auditing: {:.3} ms (goal <= 1 ms)",
+        p99b - p99a
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
