@@ -184,6 +184,7 @@ pub struct Config {
     pub customs: CustomsConfig,
     pub ceb: CebConfig,
     pub compat: CompatConfig,
+    pub transfer: TransferConfig,
 }
 
 /// Other signers' HTTP APIs this proxy also answers (docs/compat-java-signer.md).
@@ -219,6 +220,82 @@ impl Default for CebConfig {
             signature_method: SignatureMethod::Auto,
             sm2_form: Sm2Form::W3c,
         }
+    }
+}
+
+/// Handing signed CEB messages to the customs transfer client and reading its receipts
+/// (docs/transfer-client.md). Off unless `outbox` or `inbox` is set or `client_settings` finds
+/// the client's own folders. Self-contained: nothing outside `crate::transfer` reads it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// The client's outgoing folder (its OutBox): `POST /api/ceb/send` writes here.
+    pub outbox: String,
+    /// The client's incoming folder (its InBox): the receipt watcher reads here.
+    pub inbox: String,
+    /// Where read receipts are moved; empty: `transfer/processed` next to the config.
+    pub processed: String,
+    /// Where unreadable files are moved; empty: `transfer/failed` next to the config.
+    pub failed: String,
+    /// What goes into the outbox: the bare signed message, or it wrapped in a DXP `DxpMsg`.
+    pub envelope: Envelope,
+    /// The enterprise's DXP id (DXPENT…), the envelope's sender; needed with `envelope: "dxp"`.
+    pub dxp_id: String,
+    /// How often the inbox is looked at (a file is read once its size holds across two looks).
+    pub poll_ms: u64,
+    /// Delete read receipts instead of moving them to `processed`.
+    pub delete_processed: bool,
+    /// "" (off), "auto" (`%LOCALAPPDATA%\SIC\UserSetting\DFWJobSettings.xml`, the client's own
+    /// settings) or a path to that file: its IMPCEB (else EXPCEB) OutBox and InBox are used where
+    /// `outbox` / `inbox` are empty.
+    pub client_settings: String,
+}
+
+/// `transfer.envelope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// The bare signed message: what the official client takes (spec 202205 §1).
+    #[default]
+    None,
+    /// The terminal-node envelope `DxpMsg` with the message Base64 in `Data` (self-built access).
+    Dxp,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            outbox: String::new(),
+            inbox: String::new(),
+            processed: String::new(),
+            failed: String::new(),
+            envelope: Envelope::None,
+            dxp_id: String::new(),
+            poll_ms: 1000,
+            delete_processed: false,
+            client_settings: String::new(),
+        }
+    }
+}
+
+impl TransferConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.poll_ms == 0 {
+            return Err(("transfer.poll_ms", "must be greater than 0".into()));
+        }
+        if self.envelope == Envelope::Dxp && self.dxp_id.trim().is_empty() {
+            return Err((
+                "transfer.dxp_id",
+                "must be your DXP id (DXPENT…) when transfer.envelope is \"dxp\": it is the envelope's sender".into(),
+            ));
+        }
+        if self.dxp_id.len() > 16 {
+            return Err((
+                "transfer.dxp_id",
+                "is at most 16 characters (DxpMsg SenderId an..16)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -492,6 +569,9 @@ pub struct WebhookConfig {
     pub retry_first_ms: u64,
     /// The longest wait between two delivery attempts, in ms.
     pub retry_max_ms: u64,
+    /// Where `receipt` events (customs' receipts read by the transfer watcher) go; empty: the
+    /// audit URL.
+    pub receipt_url: String,
 }
 
 impl Default for WebhookConfig {
@@ -507,6 +587,7 @@ impl Default for WebhookConfig {
             key_id: "chinaport-proxy".into(),
             retry_first_ms: 1000,
             retry_max_ms: 60_000,
+            receipt_url: String::new(),
         }
     }
 }
@@ -937,6 +1018,9 @@ impl Config {
         if self.ukey.connect_timeout_ms == 0 {
             return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));
         }
+        self.transfer
+            .validate()
+            .map_err(|(field, reason)| invalid(field, &reason))?;
         Ok(())
     }
 }

@@ -15,5 +15,6 @@ pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sync;
+pub mod transfer;
 pub mod ukey;
 pub mod webhook;

@@ -30,6 +30,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct WebhookSettings {
     pub audit_url: String,
     pub failure_url: String,
+    /// Where receipt events go: `webhook.receipt_url`, else the audit URL.
+    pub receipt_url: String,
     /// Signs webhooks with the configured scheme; `None`: unsigned (no secret configured).
     pub signer: Option<Arc<Signer>>,
     pub journal_path: PathBuf,
@@ -56,6 +58,10 @@ impl WebhookSettings {
         WebhookSettings {
             audit_url: config.webhook.audit_url.clone(),
             failure_url: config.webhook.failure_url.clone(),
+            receipt_url: match config.webhook.receipt_url.as_str() {
+                "" => config.webhook.audit_url.clone(),
+                u => u.to_string(),
+            },
             signer: signer_of(config).map(Arc::new),
             journal_path: journal,
             journal_max_bytes: config.webhook.journal_max_bytes,
@@ -107,6 +113,7 @@ pub struct Webhooks {
     journal: Option<Arc<Journal>>,
     audit: bool,
     failure: bool,
+    receipt: bool,
     wake: Sender<()>,
     masker: Masker,
 }
@@ -136,6 +143,7 @@ impl Webhooks {
             journal: None,
             audit: false,
             failure: false,
+            receipt: false,
             wake,
             masker: Masker::default(),
         }
@@ -151,7 +159,8 @@ impl Webhooks {
     ) -> Result<(Webhooks, Option<JoinHandle<()>>), String> {
         let audit = !settings.audit_url.is_empty();
         let failure = !settings.failure_url.is_empty();
-        if !audit && !failure {
+        let receipt = !settings.receipt_url.is_empty();
+        if !audit && !failure && !receipt {
             return Ok((Webhooks::disabled(), None));
         }
         let journal =
@@ -171,6 +180,7 @@ impl Webhooks {
             journal: Some(journal.clone()),
             audit,
             failure,
+            receipt,
             wake,
             masker: masker.clone(),
         };
@@ -296,6 +306,17 @@ impl Webhooks {
         }
         self.masker.mask_value(&mut body);
         let _ = self.record(Kind::Failure, request_id, body);
+    }
+
+    /// Journals a receipt event (`event: "receipt"`) read from the transfer inbox. An error
+    /// (journal full or unwritable) tells the watcher to leave the file for the next poll.
+    pub fn receipt(&self, mut body: Value) -> Result<(), String> {
+        if !self.receipt {
+            return Ok(());
+        }
+        body["timestamp"] = now_ms().into();
+        self.record(Kind::Receipt, None, body)
+            .map_err(|e| e.to_string())
     }
 
     fn recovered(&self) {
@@ -559,6 +580,7 @@ impl Delivery {
         let url = match record.kind {
             Kind::Audit => &self.settings.audit_url,
             Kind::Failure => &self.settings.failure_url,
+            Kind::Receipt => &self.settings.receipt_url,
         };
         if url.is_empty() {
             return Outcome::Delivered; // that receiver was removed from the config since
