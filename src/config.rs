@@ -184,6 +184,7 @@ pub struct Config {
     pub customs: CustomsConfig,
     pub ceb: CebConfig,
     pub compat: CompatConfig,
+    pub transfer: TransferConfig,
 }
 
 /// Other signers' HTTP APIs this proxy also answers (docs/compat-java-signer.md).
@@ -219,6 +220,82 @@ impl Default for CebConfig {
             signature_method: SignatureMethod::Auto,
             sm2_form: Sm2Form::W3c,
         }
+    }
+}
+
+/// Handing signed CEB messages to the customs transfer client and reading its receipts
+/// (docs/transfer-client.md). Off unless `outbox` or `inbox` is set or `client_settings` finds
+/// the client's own folders. Self-contained: nothing outside `crate::transfer` reads it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// The client's outgoing folder (its OutBox): `POST /api/ceb/send` writes here.
+    pub outbox: String,
+    /// The client's incoming folder (its InBox): the receipt watcher reads here.
+    pub inbox: String,
+    /// Where read receipts are moved; empty: `transfer/processed` next to the config.
+    pub processed: String,
+    /// Where unreadable files are moved; empty: `transfer/failed` next to the config.
+    pub failed: String,
+    /// What goes into the outbox: the bare signed message, or it wrapped in a DXP `DxpMsg`.
+    pub envelope: Envelope,
+    /// The enterprise's DXP id (DXPENT…), the envelope's sender; needed with `envelope: "dxp"`.
+    pub dxp_id: String,
+    /// How often the inbox is looked at (a file is read once its size holds across two looks).
+    pub poll_ms: u64,
+    /// Delete read receipts instead of moving them to `processed`.
+    pub delete_processed: bool,
+    /// "" (off), "auto" (`%LOCALAPPDATA%\SIC\UserSetting\DFWJobSettings.xml`, the client's own
+    /// settings) or a path to that file: its IMPCEB (else EXPCEB) OutBox and InBox are used where
+    /// `outbox` / `inbox` are empty.
+    pub client_settings: String,
+}
+
+/// `transfer.envelope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// The bare signed message: what the official client takes (spec 202205 §1).
+    #[default]
+    None,
+    /// The terminal-node envelope `DxpMsg` with the message Base64 in `Data` (self-built access).
+    Dxp,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            outbox: String::new(),
+            inbox: String::new(),
+            processed: String::new(),
+            failed: String::new(),
+            envelope: Envelope::None,
+            dxp_id: String::new(),
+            poll_ms: 1000,
+            delete_processed: false,
+            client_settings: String::new(),
+        }
+    }
+}
+
+impl TransferConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.poll_ms == 0 {
+            return Err(("transfer.poll_ms", "must be greater than 0".into()));
+        }
+        if self.envelope == Envelope::Dxp && self.dxp_id.trim().is_empty() {
+            return Err((
+                "transfer.dxp_id",
+                "must be your DXP id (DXPENT…) when transfer.envelope is \"dxp\": it is the envelope's sender".into(),
+            ));
+        }
+        if self.dxp_id.len() > 16 {
+            return Err((
+                "transfer.dxp_id",
+                "is at most 16 characters (DxpMsg SenderId an..16)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -277,6 +354,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The status page at `GET /` (open to this PC, signed from elsewhere).
     pub status_page: bool,
+    /// Web origins (`https://erp.example`) whose pages may call the proxy; a request carrying
+    /// any other `Origin` (or `Sec-Fetch-Site: cross-site`) is refused 403. `"*"` allows all.
+    pub allowed_origins: Vec<String>,
+    /// Host names besides localhost/127.0.0.1/[::1] under which the status page answers (a page
+    /// on another name could read it through DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -309,8 +392,10 @@ pub struct UkeyConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret of the single-client set-up (the client `default`); empty and no `clients`
-    /// disables authentication.
+    /// disables authentication, and then only this PC (127.0.0.1) is served.
     pub app_secret: String,
+    /// With no secret: serve callers on other computers too, unsigned (WARNed at every start).
+    pub allow_unauthenticated: bool,
     /// How far a signed timestamp may be from server time, either way.
     pub max_skew_ms: u64,
     /// Accepted schemes: "md5", "hmac", "httpsig", "checksum", "token" (the Java signer's
@@ -335,6 +420,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             app_secret: String::new(),
+            allow_unauthenticated: false,
             max_skew_ms: 3000,
             scheme: vec![Scheme::Md5],
             clients: BTreeMap::new(),
@@ -483,6 +569,9 @@ pub struct WebhookConfig {
     pub retry_first_ms: u64,
     /// The longest wait between two delivery attempts, in ms.
     pub retry_max_ms: u64,
+    /// Where `receipt` events (customs' receipts read by the transfer watcher) go; empty: the
+    /// audit URL.
+    pub receipt_url: String,
 }
 
 impl Default for WebhookConfig {
@@ -498,6 +587,7 @@ impl Default for WebhookConfig {
             key_id: "chinaport-proxy".into(),
             retry_first_ms: 1000,
             retry_max_ms: 60_000,
+            receipt_url: String::new(),
         }
     }
 }
@@ -530,7 +620,8 @@ impl Default for LogConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            host: IpAddr::from([0, 0, 0, 0]),
+            // this PC only until a secret is set (#30.1); see auth::exposure
+            host: IpAddr::from([127, 0, 0, 1]),
             port: 8780,
             workers: 8,
             max_connections: 1024,
@@ -540,6 +631,8 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             status_page: true,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -925,6 +1018,9 @@ impl Config {
         if self.ukey.connect_timeout_ms == 0 {
             return Err(invalid("ukey.connect_timeout_ms", "must be greater than 0"));
         }
+        self.transfer
+            .validate()
+            .map_err(|(field, reason)| invalid(field, &reason))?;
         Ok(())
     }
 }
@@ -941,7 +1037,7 @@ mod tests {
     fn empty_object_gives_defaults() {
         let c = parse_str("{}").unwrap();
         assert_eq!(c.server.port, 8780);
-        assert_eq!(c.server.host, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.server.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(c.ukey.url, "ws://127.0.0.1:61232");
         assert_eq!(c.ukey.password, "88888888");
         assert_eq!(c.ukey.health_interval_s, 30);

@@ -16,5 +16,6 @@ pub mod sign;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sync;
+pub mod transfer;
 pub mod ukey;
 pub mod webhook;

@@ -85,21 +85,43 @@ fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), Str
         events_rx,
         stop_rx,
     )?;
-    let app = Arc::new(App::new(
-        config,
-        ukey.clone(),
-        mask::global().clone(),
-        webhooks,
-        &tls,
-    )?);
+    let transfer = chinaport_proxy::transfer::Transfer::start(
+        &config.transfer,
+        path.parent().unwrap_or(std::path::Path::new(".")),
+    )?
+    .map(Arc::new);
+    let (stop_transfer, stop_transfer_rx) = crossbeam_channel::bounded(1);
+    let transfer_thread = match &transfer {
+        Some(t) => Some(
+            chinaport_proxy::transfer::watcher::spawn(
+                t.clone(),
+                webhooks.clone(),
+                stop_transfer_rx,
+            )
+            .map_err(|e| format!("cannot start the transfer inbox watcher: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut app = App::new(config, ukey.clone(), mask::global().clone(), webhooks, &tls)?;
+    app.transfer = transfer;
+    let app = Arc::new(app);
     let server =
         HttpServer::start(listener, app.clone()).map_err(|e| format!("cannot start HTTP: {e}"))?;
     log::info!("listening on http://{}", server.addr);
+    if let Some(warning) =
+        chinaport_proxy::auth::exposure::Exposure::of(&app.config).warning(server.addr)
+    {
+        log::warn!("{warning}");
+    }
 
     signals.wait();
     server.drain(&app, DRAIN_TIMEOUT);
     ukey.shutdown();
     join_within(ukey_thread, Duration::from_secs(3));
+    let _ = stop_transfer.try_send(());
+    if let Some(t) = transfer_thread {
+        join_within(t, Duration::from_secs(2));
+    }
     // undelivered events stay in the journal and go out after the next start
     let _ = stop_webhooks.try_send(());
     if let Some(t) = webhook_thread {

@@ -65,7 +65,7 @@ fn error_codes(text: &str) -> BTreeSet<String> {
 }
 
 /// Each English page and its Chinese twin.
-const PAIRS: [(&str, &str); 6] = [
+const PAIRS: [(&str, &str); 8] = [
     ("README.md", "README.zh-CN.md"),
     ("docs/reference.md", "docs/reference.zh-CN.md"),
     ("docs/benchmark.md", "docs/benchmark.zh-CN.md"),
@@ -75,6 +75,8 @@ const PAIRS: [(&str, &str); 6] = [
         "docs/compat-java-signer.zh-CN.md",
     ),
     ("docs/fleet.md", "docs/fleet.zh-CN.md"),
+    ("docs/security.md", "docs/security.zh-CN.md"),
+    ("docs/transfer-client.md", "docs/transfer-client.zh-CN.md"),
 ];
 
 #[test]

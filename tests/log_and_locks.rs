@@ -122,10 +122,18 @@ fn a_newline_in_a_method_cannot_forge_a_log_line_and_long_text_is_capped() {
     assert_eq!(r.status, 400);
     let id = r.header("X-Request-ID").expect("a request id").to_string();
     proxy.wait_log(&id, Duration::from_secs(5));
+    // a path with a terminal escape and a lone CR (which some viewers show as a line break)
+    let _ = raw_request(
+        proxy.addr,
+        b"GET /p\x1b[2Jq\rFORGED-CR HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    proxy.wait_log("/p\\u{1b}[2Jq\\rFORGED-CR", Duration::from_secs(5));
     let log = proxy.log();
     assert!(
         !log.lines()
-            .any(|l| l.starts_with("2026-12-02T00:00:00.000Z")),
+            .any(|l| l.starts_with("2026-12-02T00:00:00.000Z")
+                || l.contains('\r')
+                || l.contains('\x1b')),
         "a forged line: {log}"
     );
     assert!(log.lines().all(|l| l.len() < 70 * 1024), "an uncapped line");

@@ -59,8 +59,10 @@ fn l1_unusual_passwords_are_masked_in_the_verbose_log() {
         let log = p.log();
         let escaped = serde_json::to_string(password).unwrap();
         assert!(log.contains("UKey <-"), "verbose frames are logged");
+        // "123" may well occur in a timestamp or a port: for it, the frame's field is what counts
+        let anywhere = password.len() >= 4 && log.contains(password);
         assert!(
-            !log.contains(&format!("\"passwd\":{escaped}")) && !log.contains(password),
+            !log.contains(&format!("\"passwd\":{escaped}")) && !anywhere,
             "{password}: {log}"
         );
         assert!(log.contains(&format!("\"passwd\":\"{MASK}\"")), "{log}");

@@ -287,3 +287,31 @@ fn a_full_journal_refuses_requests_counts_them_across_restarts_and_logs_once() {
         refused
     );
 }
+
+#[test]
+fn new_events_do_not_cut_the_backoff_short() {
+    let sim = simulator();
+    let rx = Receiver::start(SECRET);
+    rx.set_status(503);
+    let mut config = Proxy::base_config(&sim.url());
+    merge(
+        &mut config,
+        &overlay(
+            &rx,
+            json!({"webhook": {"retry_first_ms": 30_000, "retry_max_ms": 60_000}}),
+        ),
+    );
+    let proxy = Proxy::start_with_config(&config);
+    proxy.wait_healthy();
+    call(&proxy, "first");
+    wait_for(Duration::from_secs(5), "the first attempt", || {
+        (!rx.attempts().is_empty()).then_some(())
+    });
+    // each of these wakes the sender; none may start an attempt before the 30 s backoff is over
+    for i in 0..20 {
+        call(&proxy, &format!("n{i}"));
+    }
+    assert_eq!(proxy.get("/health").json()["webhook_backlog"]["events"], 21);
+    let attempts = rx.attempts().len();
+    assert!(attempts < 3, "{attempts} attempts within the backoff");
+}

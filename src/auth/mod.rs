@@ -5,6 +5,7 @@
 
 pub mod checksum;
 pub mod digest;
+pub mod exposure;
 pub mod httpsig;
 pub mod keys;
 pub mod md5;

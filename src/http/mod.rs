@@ -22,6 +22,7 @@ pub mod routes;
 pub mod rpc;
 pub mod serve;
 pub mod status_page;
+pub mod transfer;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ServerConfig};
@@ -77,6 +78,8 @@ pub struct App {
     pub failed_auth: audit::FailedAuthGate,
     /// The last calls, for the status page.
     pub recent: recent::Recent,
+    /// The transfer client's folders and store (issue 27); `None`: off. Set by `main`.
+    pub transfer: Option<Arc<crate::transfer::Transfer>>,
 }
 
 impl App {
@@ -103,6 +106,7 @@ impl App {
             ),
             failed_auth: audit::FailedAuthGate::default(),
             recent: recent::Recent::default(),
+            transfer: None,
             config,
         })
     }

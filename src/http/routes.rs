@@ -4,7 +4,9 @@
 
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use super::{App, card, ceb, compat, customs, health, metrics_page, openapi, rpc, status_page};
+use super::{
+    App, card, ceb, compat, customs, health, metrics_page, openapi, rpc, status_page, transfer,
+};
 use tiny_http_cp::Method;
 
 /// Who may call a route.
@@ -83,6 +85,18 @@ pub static ROUTES: &[Route] = &[
         path: "/api/ceb/verify",
         access: Access::Signed,
         handler: ceb::verify,
+    },
+    Route {
+        method: Method::Post,
+        path: "/api/ceb/send",
+        access: Access::Signed,
+        handler: transfer::send,
+    },
+    Route {
+        method: Method::Get,
+        path: "/api/receipts",
+        access: Access::Signed,
+        handler: transfer::receipts,
     },
     Route {
         method: Method::Get,

@@ -8,6 +8,7 @@ use super::reply::Reply;
 use super::routes::{self, Access, Found};
 use super::{App, audit, body};
 use crate::auth::RequestParts;
+use crate::auth::exposure::{self, Exposure};
 use crate::logging::clean;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,16 +91,45 @@ fn serve(app: &App, request: &mut Request, path: &str, ex: &mut Exchange) -> Rep
     }
     let found = routes::find(request.method(), path);
     let local = ex.from_this_pc();
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
+    };
     if let Found::Route(route) = &found
         && (route.access == Access::Open || (route.access == Access::Local && local))
     {
+        // the page for this PC answers only to this PC's names (DNS rebinding)
+        if route.access == Access::Local
+            && !exposure::host_allowed(header("Host").as_deref(), &app.config.server.allowed_hosts)
+        {
+            return Reply::error(
+                403,
+                "the status page answers to http://127.0.0.1 or http://localhost only; add other names to server.allowed_hosts",
+            );
+        }
         return (route.handler)(app, &head_of(request), ex);
     }
+    let (origin, fetch_site) = (header("Origin"), header("Sec-Fetch-Site"));
     let mut input = head_of(request);
     input.body = match body::read(request, app.config.server.max_body_bytes) {
         Ok(b) => b,
         Err(reply) => return reply,
     };
+    // past the open pages: a web page's request for another site never reaches the card (M10: text/plain CSRF)
+    if let Some(why) = exposure::cross_site_refusal(
+        origin.as_deref(),
+        fetch_site.as_deref(),
+        &app.config.server.allowed_origins,
+    ) {
+        return Reply::error(403, why);
+    }
+    // without a secret, only this PC may go further (#30.1)
+    if !Exposure::of(&app.config).admits(local) {
+        return Reply::error(403, exposure::NOT_THIS_PC);
+    }
     if let Err(reply) = authenticate(app, request, path, &mut input, ex) {
         return reply;
     }

@@ -31,6 +31,8 @@ const COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
 pub enum Kind {
     Audit,
     Failure,
+    /// A customs receipt read by the transfer watcher (`webhook.receipt_url`, else the audit URL).
+    Receipt,
 }
 
 impl Kind {
@@ -38,12 +40,14 @@ impl Kind {
         match self {
             Kind::Audit => "audit",
             Kind::Failure => "failure",
+            Kind::Receipt => "receipt",
         }
     }
     fn parse(s: &str) -> Option<Kind> {
         match s {
             "audit" => Some(Kind::Audit),
             "failure" => Some(Kind::Failure),
+            "receipt" => Some(Kind::Receipt),
             _ => None,
         }
     }

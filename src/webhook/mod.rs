@@ -30,6 +30,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct WebhookSettings {
     pub audit_url: String,
     pub failure_url: String,
+    /// Where receipt events go: `webhook.receipt_url`, else the audit URL.
+    pub receipt_url: String,
     /// Signs webhooks with the configured scheme; `None`: unsigned (no secret configured).
     pub signer: Option<Arc<Signer>>,
     pub journal_path: PathBuf,
@@ -56,6 +58,10 @@ impl WebhookSettings {
         WebhookSettings {
             audit_url: config.webhook.audit_url.clone(),
             failure_url: config.webhook.failure_url.clone(),
+            receipt_url: match config.webhook.receipt_url.as_str() {
+                "" => config.webhook.audit_url.clone(),
+                u => u.to_string(),
+            },
             signer: signer_of(config).map(Arc::new),
             journal_path: journal,
             journal_max_bytes: config.webhook.journal_max_bytes,
@@ -107,6 +113,7 @@ pub struct Webhooks {
     journal: Option<Arc<Journal>>,
     audit: bool,
     failure: bool,
+    receipt: bool,
     wake: Sender<()>,
     masker: Masker,
 }
@@ -136,6 +143,7 @@ impl Webhooks {
             journal: None,
             audit: false,
             failure: false,
+            receipt: false,
             wake,
             masker: Masker::default(),
         }
@@ -151,7 +159,8 @@ impl Webhooks {
     ) -> Result<(Webhooks, Option<JoinHandle<()>>), String> {
         let audit = !settings.audit_url.is_empty();
         let failure = !settings.failure_url.is_empty();
-        if !audit && !failure {
+        let receipt = !settings.receipt_url.is_empty();
+        if !audit && !failure && !receipt {
             return Ok((Webhooks::disabled(), None));
         }
         let journal =
@@ -171,6 +180,7 @@ impl Webhooks {
             journal: Some(journal.clone()),
             audit,
             failure,
+            receipt,
             wake,
             masker: masker.clone(),
         };
@@ -298,6 +308,17 @@ impl Webhooks {
         let _ = self.record(Kind::Failure, request_id, body);
     }
 
+    /// Journals a receipt event (`event: "receipt"`) read from the transfer inbox. An error
+    /// (journal full or unwritable) tells the watcher to leave the file for the next poll.
+    pub fn receipt(&self, mut body: Value) -> Result<(), String> {
+        if !self.receipt {
+            return Ok(());
+        }
+        body["timestamp"] = now_ms().into();
+        self.record(Kind::Receipt, None, body)
+            .map_err(|e| e.to_string())
+    }
+
     fn recovered(&self) {
         if !self.failure {
             return;
@@ -371,32 +392,39 @@ impl Delivery {
         let mut ukey_events = ukey_events.clone();
         let mut retry = self.settings.retry_first;
         let mut failing_since: Option<Instant> = None;
+        // while failing, the next attempt waits for this even when new events arrive: a wake
+        // per event would turn the backoff into a busy retry loop against a receiver that is down
+        let mut next_try = Instant::now();
         loop {
-            let wait = match self.deliver_pending(stop) {
-                Ok(()) => {
-                    if let Some(since) = failing_since.take() {
-                        log::info!(
-                            "webhooks: receiver accepts again after {} s; backlog delivered",
-                            since.elapsed().as_secs()
-                        );
+            let now = Instant::now();
+            if now >= next_try {
+                match self.deliver_pending(stop) {
+                    Ok(()) => {
+                        if let Some(since) = failing_since.take() {
+                            log::info!(
+                                "webhooks: receiver accepts again after {} s; backlog delivered",
+                                since.elapsed().as_secs()
+                            );
+                        }
+                        retry = self.settings.retry_first;
                     }
-                    retry = self.settings.retry_first;
-                    None
-                }
-                Err(why) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        log::warn!(
-                            "webhooks: delivery failed ({why}); events wait in the journal and are retried with backoff"
-                        );
-                    } else {
-                        log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
+                    Err(why) => {
+                        if failing_since.is_none() {
+                            failing_since = Some(Instant::now());
+                            log::warn!(
+                                "webhooks: delivery failed ({why}); events wait in the journal and are retried with backoff"
+                            );
+                        } else {
+                            log::debug!("webhooks: still failing ({why}); next try in {retry:?}");
+                        }
+                        next_try = Instant::now() + retry;
+                        retry = (retry * 2).min(self.settings.retry_max);
                     }
-                    let w = retry;
-                    retry = (retry * 2).min(self.settings.retry_max);
-                    Some(w)
                 }
-            };
+            }
+            let wait = failing_since
+                .is_some()
+                .then(|| next_try.saturating_duration_since(Instant::now()));
             // the marker is written within MARKER_EVERY of a delivery, even when nothing follows
             let mut marker = self.journal.marker_due_in();
             if marker == Some(Duration::ZERO) {
@@ -552,6 +580,7 @@ impl Delivery {
         let url = match record.kind {
             Kind::Audit => &self.settings.audit_url,
             Kind::Failure => &self.settings.failure_url,
+            Kind::Receipt => &self.settings.receipt_url,
         };
         if url.is_empty() {
             return Outcome::Delivered; // that receiver was removed from the config since
