@@ -10,9 +10,11 @@ use super::reply::{Body, Reply};
 use super::rpc::call_error_reply;
 use crate::customs::cert::CertInfo;
 use crate::sign::SignError;
-use crate::ukey::expiry::{days_left, rfc3339};
+use crate::time::now_ms;
+use crate::time::rfc3339;
+use crate::ukey::expiry::days_left;
+use crate::ukey::frame;
 use crate::ukey::restart::RestartError;
-use crate::ukey::{frame, now_ms};
 use serde_json::{Map, json};
 use std::sync::atomic::Ordering;
 

@@ -60,7 +60,7 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         .cert_no()
         .zip(status.sign_cert())
         .and_then(|(no, b64)| Some((no, CertInfo::from_base64(&b64).ok()?.der)));
-    let now_s = crate::ukey::now_ms() / 1000;
+    let now_s = crate::time::now_ms() / 1000;
     match ceb::verify(
         &xml,
         now_s,
@@ -76,8 +76,8 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
                     "serial": s.serial_hex,
                     "subject": s.subject,
                     "issuer": s.issuer,
-                    "not_before": crate::ukey::expiry::rfc3339(s.not_before),
-                    "not_after": crate::ukey::expiry::rfc3339(s.not_after),
+                    "not_before": crate::time::rfc3339(s.not_before),
+                    "not_after": crate::time::rfc3339(s.not_after),
                 })),
                 "this_card": v.this_card,
                 "card_cert_no": status.cert_no(),
