@@ -2,19 +2,19 @@
 # Builds the release binaries and prints each artefact's path and size:
 #   host     this machine's binary
 #   windows  chinaport-proxy.exe (x86_64-pc-windows-gnu); installs the rustup target and Debian's
-#            mingw-w64 linker when they are missing, and fails if the exe outgrows 2,600,000 bytes
+#            mingw-w64 linker when they are missing, and fails if the exe outgrows 2,750,000 bytes
 #   arm64    Linux arm64, when the target and aarch64-linux-gnu-gcc are present
 #   macos    macOS (x86_64 and arm64), when the targets and a macOS linker are present
 # With no arguments it builds all of them, skipping (with a line saying so) what cannot be built.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Was 2,500,000 until the Java signer's API (#29), the hostile-input fixes (#32) and the fleet
-# contract (#26) took the exe from 2,463,744 to 2,545,152 bytes (measured 2026-12-03). Raised by
-# 100 KB rather than drop the built-in simulator from the exe (-800 KB, but then the shipped exe
-# cannot be tried without a card) or the Java signer's API; ways back under 2.5 MB are listed in
-# docs/benchmark.md ("Size").
-WINDOWS_MAX_BYTES=2600000
+# Was 2,500,000 until the Java signer's API (#29), the hostile-input fixes (#32), the fleet
+# contract (#26) and the transfer client (#27) took the exe from 2,463,744 to 2,701,312 bytes
+# (measured 2026-12-03). Raised rather than drop the built-in simulator from the exe (-800 KB,
+# but then the shipped exe cannot be tried without a card) or a feature the issues ask for; the
+# ways back under 2.5 MB are listed in docs/benchmark.md ("Size"). A regression, not a new goal.
+WINDOWS_MAX_BYTES=2750000
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(host windows arm64 macos)
 
