@@ -97,7 +97,7 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
 }
 
 /// What the caller sent: the XML, and whether it wants a JSON answer.
-fn message_of(body: &[u8], content_type: &str) -> Result<(String, bool), String> {
+pub fn message_of(body: &[u8], content_type: &str) -> Result<(String, bool), String> {
     let text = std::str::from_utf8(body)
         .map_err(|e| format!("the message is not UTF-8 (at byte {})", e.valid_up_to()))?;
     let json = content_type.starts_with("application/json")
