@@ -4,7 +4,9 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ct;
 pub mod customs;
+pub mod encoding;
 pub mod http;
 pub mod logging;
 pub mod mask;
@@ -12,9 +14,11 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod shutdown;
+pub mod sign;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod sync;
+pub mod time;
 pub mod transfer;
 pub mod ukey;
 pub mod webhook;

@@ -68,6 +68,46 @@ fn the_customs_domain_serves_no_http() {
 }
 
 #[test]
+fn the_signing_workflows_serve_no_http() {
+    let mut files = Vec::new();
+    rust_files(&src().join("sign"), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let text = code(&f);
+        for forbidden in ["tiny_http", "crate::http", "Reply"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// The formats (XML-DSig, 179, certificates) know no card and no webhook: the workflows that
+/// use the card are `crate::sign`, so the two never import each other in a circle.
+#[test]
+fn the_customs_formats_know_no_card() {
+    let mut files = Vec::new();
+    rust_files(&src().join("customs"), &mut files);
+    for f in files {
+        let text = code(&f);
+        for forbidden in [
+            "crate::ukey",
+            "crate::webhook",
+            "crate::sign",
+            "crate::auth",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn only_the_http_front_talks_to_tiny_http() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);

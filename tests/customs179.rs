@@ -338,11 +338,9 @@ fn upload_success_error_code_and_customs_down() {
     assert_signed(&sim, &answer);
     let got = customs.events();
     assert_eq!(got.len(), 1);
-    assert!(
-        got[0]
-            .header("content-type")
-            .unwrap()
-            .starts_with("application/x-www-form-urlencoded")
+    assert_eq!(
+        got[0].header("content-type").unwrap(),
+        "application/x-www-form-urlencoded; charset=UTF-8"
     );
     let payload = form_value(&got[0].raw, "payExInfoStr");
     // exactly the signed JSON: head and lists as signed, then serviceTime, certNo, signValue

@@ -31,14 +31,16 @@ fn still_serving(proxy: &mut Proxy, after: &str) {
 fn a_million_levels_of_xml_or_json_are_refused_and_the_proxy_lives_on() {
     let sim = simulator();
     // room for the 7 MB document, so that it reaches the parser rather than the 413
+    let outbox = TempDir::new("nesting-outbox");
     let mut proxy = Proxy::start(
         &sim.url(),
-        json!({"server": {"max_body_bytes": 16 * 1024 * 1024}, "compat": {"java_signer": true}}),
+        json!({"server": {"max_body_bytes": 16 * 1024 * 1024}, "compat": {"java_signer": true},
+               "transfer": {"outbox": outbox.path().display().to_string()}}),
     );
     proxy.wait_healthy();
     let xml = deep_xml();
     let xml_in_json = json!({ "xml": xml }).to_string();
-    for path in ["/api/ceb/sign", "/api/ceb/verify"] {
+    for path in ["/api/ceb/sign", "/api/ceb/verify", "/api/ceb/send"] {
         for (content_type, body) in [
             ("application/xml", xml.as_str()),
             ("application/json", xml_in_json.as_str()),
@@ -65,7 +67,12 @@ fn a_million_levels_of_xml_or_json_are_refused_and_the_proxy_lives_on() {
         "payExchangeInfoLists": [], "serviceTime": 1})
     .to_string();
     let mut bodies = vec![("/rpc", json_doc.clone()), ("/rpc", in_args)];
-    for path in ["/api/customs179", "/api/ceb/sign", "/api/ceb/verify"] {
+    for path in [
+        "/api/customs179",
+        "/api/ceb/sign",
+        "/api/ceb/verify",
+        "/api/ceb/send",
+    ] {
         bodies.push((path, json_doc.clone()));
     }
     bodies.push(("/api/customs179", stringified_head));
@@ -121,7 +128,8 @@ fn a_million_levels_of_xml_or_json_are_refused_and_the_proxy_lives_on() {
         r.text()
     );
     still_serving(&mut proxy, "/api/ukey/restart");
-    // nothing of it reached the card
+    // nothing of it reached the card, nor the transfer client's outbox
+    assert_eq!(std::fs::read_dir(outbox.path()).unwrap().count(), 0);
     assert!(
         !sim.received()
             .iter()

@@ -22,11 +22,7 @@ pub fn pem_or_base64(text: &str) -> Option<(String, Vec<u8>)> {
         .and_then(|l| l.strip_suffix("-----"))
         .unwrap_or("")
         .to_string();
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body = crate::encoding::pem_body(text);
     B64.decode(body.as_bytes()).ok().map(|der| (label, der))
 }
 

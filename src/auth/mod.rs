@@ -24,36 +24,8 @@ pub use crate::config::Scheme;
 pub use md5::{md5_matches, md5_signature};
 pub use secret::Secret;
 
-/// Hex of `bytes`, lower- or upper-case, through a table: signatures are checked on every
-/// request, and a `format!` per byte was most of what the MD5 scheme cost.
-pub fn hex(bytes: &[u8], upper: bool) -> String {
-    let digits: &[u8; 16] = if upper {
-        b"0123456789ABCDEF"
-    } else {
-        b"0123456789abcdef"
-    };
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(digits[(b >> 4) as usize] as char);
-        out.push(digits[(b & 0x0f) as usize] as char);
-    }
-    out
-}
-
-/// Hex digits (either case) into `out`, which they must fill exactly: a signature is compared as
-/// bytes, with nothing allocated for it.
-pub fn decode_hex<'o>(s: &str, out: &'o mut [u8]) -> Option<&'o [u8]> {
-    let b = s.as_bytes();
-    if b.len() != 2 * out.len() {
-        return None;
-    }
-    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
+pub use crate::ct::constant_time_eq;
+pub use crate::encoding::{decode_hex, hex};
 
 /// A client's key material.
 #[derive(Clone)]
@@ -255,15 +227,6 @@ pub fn replay_error(r: replay::Replay) -> AuthError {
         replay::Replay::Seen => AuthError::Replayed,
         replay::Replay::Full => AuthError::ReplayCacheFull,
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// What a request of each scheme must carry, for the "no credentials" error.
@@ -481,12 +444,5 @@ mod tests {
         assert!(e.contains("erp-7") && e.contains("public_key"), "{e}");
         let e = parse(r#"{"auth":{"clients":{"x":{"secret":"a","public_key":"b"}}}}"#).unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
-    }
-
-    #[test]
-    fn constant_time_eq_works() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -20,7 +20,7 @@ pub fn run(a: &SignArgs) -> Result<(), String> {
         key_id: a.key_id.clone().unwrap_or_else(|| "default".into()),
         checksum: ChecksumConfig::default(),
     };
-    let now = crate::ukey::now_ms();
+    let now = crate::time::now_ms();
     let signed = signer.sign(&a.method, &a.url, a.body.as_bytes(), now)?;
     let body = String::from_utf8_lossy(&signed.body).into_owned();
     let curl = curl_command(&a.method, &a.url, &signed.headers, &body);

@@ -133,6 +133,25 @@ fn resolve_ref(name: &str) -> Option<String> {
     })
 }
 
+/// XML 1.0's Name production (§2.3): what an element or attribute name may be. quick-xml
+/// takes any bytes up to whitespace or `>` as a name, so `<v<//>` would parse as an element
+/// `v<` whose canonical form no parser reads back (found by tests/fuzz.rs).
+fn is_xml_name(name: &str) -> bool {
+    let start = |c: char| {
+        matches!(c, ':' | 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+            | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+            | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+            | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+            | '\u{10000}'..='\u{EFFFF}')
+    };
+    let mut chars = name.chars();
+    chars.next().is_some_and(start)
+        && chars.all(|c| {
+            start(c)
+                || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+        })
+}
+
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
@@ -215,12 +234,18 @@ pub fn parse(text: &str) -> Result<Document, XmlError> {
                 let name = std::str::from_utf8(e.name().as_ref())
                     .map_err(|_| at("a name is not UTF-8".into()))?
                     .to_string();
+                if !is_xml_name(&name) {
+                    return Err(at(format!("{name:?} is not an XML element name")));
+                }
                 let mut ns = Vec::new();
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
                     let a = a.map_err(|err| at(err.to_string()))?;
                     let key = std::str::from_utf8(a.key.as_ref())
                         .map_err(|_| at("a name is not UTF-8".into()))?;
+                    if !is_xml_name(key) {
+                        return Err(at(format!("{key:?} is not an XML attribute name")));
+                    }
                     let raw = std::str::from_utf8(&a.value)
                         .map_err(|_| at("a value is not UTF-8".into()))?;
                     let value =

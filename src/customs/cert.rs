@@ -89,12 +89,7 @@ impl CertInfo {
         } else {
             Algorithm::Rsa
         };
-        let serial: String = tbs
-            .serial_number()
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let serial = crate::encoding::hex(tbs.serial_number().as_bytes(), false);
         let validity = tbs.validity();
         Ok(CertInfo {
             der: der.to_vec(),
@@ -123,12 +118,7 @@ impl CertInfo {
 }
 
 /// A certificate as the card hands it out, PEM armour and line breaks removed.
-pub fn bare_base64(cert: &str) -> String {
-    cert.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect()
-}
+pub use crate::encoding::pem_body as bare_base64;
 
 fn trim_hex(s: &str) -> String {
     let t = s.trim_start_matches('0');

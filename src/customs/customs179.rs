@@ -416,21 +416,6 @@ pub fn parse_order(body: &[u8]) -> Result<Order, Invalid> {
     })
 }
 
-/// `application/x-www-form-urlencoded` value: every byte but the unreserved ones percent-encoded.
-pub fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,10 +461,5 @@ mod tests {
         ] {
             assert!(format_amount(&bad, "a").is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn form_encoding() {
-        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
     }
 }

@@ -1,4 +1,4 @@
-//! The customs domain: XML canonicalisation, CEB XML-DSig and the 179 payment data. Nothing in
+//! The customs formats: XML canonicalisation, CEB XML-DSig and the 179 payment data. Nothing in
 //! here serves HTTP; the endpoints that use it live in `crate::http`.
 
 pub mod c14n;

@@ -2,7 +2,6 @@
 //! session IDs were signed (customs rejects a reused one). An outgoing client only: nothing here
 //! serves HTTP.
 
-use super::customs179;
 use serde_json::{Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -67,7 +66,7 @@ impl Customs {
 
     /// POSTs the signed object as the form field `payExInfoStr`.
     pub fn upload(&self, payload: &str, request_id: &str) -> Upload {
-        let form = format!("payExInfoStr={}", customs179::form_encode(payload));
+        // ureq form-encodes the field; the charset is said, as customs' own samples do
         let sent = self
             .agent
             .post(self.upload_url.as_str())
@@ -75,7 +74,7 @@ impl Customs {
                 "Content-Type",
                 "application/x-www-form-urlencoded; charset=UTF-8",
             )
-            .send(form.as_bytes());
+            .send_form([("payExInfoStr", payload)]);
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {

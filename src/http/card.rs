@@ -4,14 +4,17 @@
 //! software now).
 
 use super::App;
+use super::domain;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
 use super::rpc::call_error_reply;
-use super::signing;
 use crate::customs::cert::CertInfo;
-use crate::ukey::expiry::{days_left, rfc3339};
+use crate::sign::SignError;
+use crate::time::now_ms;
+use crate::time::rfc3339;
+use crate::ukey::expiry::days_left;
+use crate::ukey::frame;
 use crate::ukey::restart::RestartError;
-use crate::ukey::{frame, now_ms};
 use serde_json::{Map, json};
 use std::sync::atomic::Ordering;
 
@@ -42,9 +45,9 @@ pub fn info(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     if let Some(r) = not_connected(app) {
         return r;
     }
-    let cert = match signing::sign_cert(app, ex) {
+    let cert = match domain::card(app, ex).sign_cert() {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return domain::reply(&e, &ex.request_id),
     };
     let ent_name = app
         .ukey
@@ -97,12 +100,12 @@ pub fn sign_cer(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     if let Some(r) = not_connected(app) {
         return r;
     }
-    match signing::sign_cert(app, ex) {
+    match domain::card(app, ex).sign_cert() {
         Ok(c) => {
             let no = cert_no(app, &c.info);
             download(c.info.der, &no)
         }
-        Err(r) => r,
+        Err(e) => domain::reply(&e, &ex.request_id),
     }
 }
 
@@ -121,7 +124,13 @@ pub fn env_cer(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
         Err(e) => return call_error_reply(&e),
     };
     if !frame::succeeded(&f) {
-        return signing::card_error(&f, "hand out its envelope certificate", &ex.request_id);
+        return domain::reply(
+            &SignError::Refused {
+                what: "hand out its envelope certificate",
+                frame: f,
+            },
+            &ex.request_id,
+        );
     }
     let Some(cert) = frame::first_data(&f).and_then(|b64| CertInfo::from_base64(b64).ok()) else {
         return Reply::error(502, "the UKey's envelope certificate cannot be read");

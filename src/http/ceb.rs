@@ -5,14 +5,13 @@
 
 use super::App;
 use super::audit;
+use super::domain;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
-use super::rpc::call_error_reply;
-use super::signing;
-use crate::customs::ceb::{self, CebError, Form, Unsigned};
+use crate::customs::ceb::{self, CebError};
 use crate::customs::cert::CertInfo;
-use crate::ukey::frame;
-use serde_json::{Map, Value, json};
+use crate::sign;
+use serde_json::{Value, json};
 
 const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
@@ -24,62 +23,24 @@ pub fn sign(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
 }
 
 fn sign_message(app: &App, input: &Input, ex: &Exchange) -> Reply {
-    let request_id = ex.request_id.as_str();
     let (xml, want_json) = match message_of(&input.body, &input.content_type) {
         Ok(i) => i,
         Err(e) => return Reply::error(400, e),
     };
-    let unsigned = match Unsigned::prepare(&xml) {
-        Ok(u) => u,
-        Err(e @ CebError::Internal(_)) => return Reply::error(500, e.to_string()),
-        Err(e) => return Reply::error(400, e.to_string()),
+    let s = match sign::sign_ceb(&domain::card(app, ex), &app.config.ceb, &xml) {
+        Ok(s) => s,
+        Err(e) => return domain::reply(&e, &ex.request_id),
     };
-    let cert = match signing::sign_cert(app, ex) {
-        Ok(c) => c,
-        Err(reply) => return reply,
-    };
-    let ceb = &app.config.ceb;
-    let form = Form::choose(
-        Some(cert.info.algorithm),
-        ceb.signature_method,
-        ceb.sm2_form,
-    );
-    let digest = unsigned.digest(&form);
-    let canonical_info = match unsigned.canonical_signed_info(&form, &digest) {
-        Ok(c) => c,
-        Err(e) => return Reply::error(500, e.to_string()),
-    };
-    let mut args = Map::new();
-    args.insert("inData".into(), Value::String(canonical_info.clone()));
-    let f = match app.ukey.call(SIGN_METHOD, args, request_id, ex.arrived) {
-        Ok(f) => f,
-        Err(e) => return call_error_reply(&e),
-    };
-    if !frame::succeeded(&f) {
-        return signing::card_error(&f, "sign", request_id);
-    }
-    let Some((value, cert_no)) = frame::signature_and_cert(&f, app.ukey.status().cert_no()) else {
-        return Reply::json(
-            502,
-            json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": f}),
-        );
-    };
-    if let Err(reply) =
-        signing::self_check(app, ex, &cert, &cert_no, canonical_info.as_bytes(), &value)
-    {
-        return reply;
-    }
-    let signed = unsigned.signed(&form, &digest, &value, &cert_no, &cert.b64);
     if want_json {
         return Reply::json(
             200,
-            json!({"signedXml": signed, "digestValue": digest, "signatureValue": value, "certNo": cert_no}),
+            json!({"signedXml": s.signed, "digestValue": s.digest, "signatureValue": s.signature, "certNo": s.cert_no}),
         );
     }
     Reply {
         status: 200,
         body: Body::Raw {
-            bytes: signed.into_bytes(),
+            bytes: s.signed.into_bytes(),
             content_type: "application/xml; charset=utf-8",
         },
         headers: Vec::new(),
@@ -99,7 +60,7 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         .cert_no()
         .zip(status.sign_cert())
         .and_then(|(no, b64)| Some((no, CertInfo::from_base64(&b64).ok()?.der)));
-    let now_s = crate::ukey::now_ms() / 1000;
+    let now_s = crate::time::now_ms() / 1000;
     match ceb::verify(
         &xml,
         now_s,
@@ -115,8 +76,8 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
                     "serial": s.serial_hex,
                     "subject": s.subject,
                     "issuer": s.issuer,
-                    "not_before": crate::ukey::expiry::rfc3339(s.not_before),
-                    "not_after": crate::ukey::expiry::rfc3339(s.not_after),
+                    "not_before": crate::time::rfc3339(s.not_before),
+                    "not_after": crate::time::rfc3339(s.not_after),
                 })),
                 "this_card": v.this_card,
                 "card_cert_no": status.cert_no(),
@@ -136,7 +97,7 @@ pub fn verify(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
 }
 
 /// What the caller sent: the XML, and whether it wants a JSON answer.
-fn message_of(body: &[u8], content_type: &str) -> Result<(String, bool), String> {
+pub fn message_of(body: &[u8], content_type: &str) -> Result<(String, bool), String> {
     let text = std::str::from_utf8(body)
         .map_err(|e| format!("the message is not UTF-8 (at byte {})", e.valid_up_to()))?;
     let json = content_type.starts_with("application/json")

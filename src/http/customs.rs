@@ -4,14 +4,13 @@
 
 use super::App;
 use super::audit;
+use super::domain;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
-use super::rpc::call_error_reply;
-use super::signing;
 use crate::customs::customs179::{self, Order};
 use crate::customs::upload::Upload;
-use crate::ukey::frame;
-use serde_json::{Map, Value, json};
+use crate::sign::{self, SignError};
+use serde_json::{Value, json};
 
 const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
@@ -26,39 +25,13 @@ fn sign(app: &App, body: &[u8], ex: &Exchange) -> Reply {
     let request_id = ex.request_id.as_str();
     let order = match customs179::parse_order(body) {
         Ok(o) => o,
-        Err(e) => return Reply::error(400, format!("invalid customs 179 data: {e}")),
+        Err(e) => return domain::reply(&SignError::Order(e), request_id),
     };
     let source = order.source();
-    let mut args = Map::new();
-    args.insert("inData".into(), Value::String(source.clone()));
-    let f = match app.ukey.call(SIGN_METHOD, args, request_id, ex.arrived) {
-        Ok(f) => f,
-        Err(e) => return call_error_reply(&e),
+    let (sign_value, cert_no) = match sign::sign_179(&domain::card(app, ex), &order) {
+        Ok(s) => s,
+        Err(e) => return domain::reply(&e, request_id),
     };
-    if !frame::succeeded(&f) {
-        let errors = frame::errors(&f).join("; ");
-        return Reply::json(
-            400,
-            json!({"error": format!("the UKey did not sign: {errors}"), "request_id": request_id, "ukey": f}),
-        );
-    }
-    let Some((sign_value, cert_no)) = frame::signature_and_cert(&f, app.ukey.status().cert_no())
-    else {
-        return Reply::json(
-            502,
-            json!({"error": "the UKey answered without a signature", "request_id": request_id, "ukey": f}),
-        );
-    };
-    // nothing goes to customs, or back as valid, that does not verify
-    let cert = match signing::sign_cert(app, ex) {
-        Ok(c) => c,
-        Err(reply) => return reply,
-    };
-    if let Err(reply) =
-        signing::self_check(app, ex, &cert, &cert_no, source.as_bytes(), &sign_value)
-    {
-        return reply;
-    }
     let mut warnings = Vec::new();
     if app.customs.signed_before(&order.session_id) {
         let w = format!(

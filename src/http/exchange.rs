@@ -56,7 +56,7 @@ impl Exchange {
     /// The wall-clock time of arrival in Unix milliseconds: what a signature's timestamp is
     /// judged against, so that time spent waiting inside the proxy never makes a caller stale.
     pub fn arrived_ms(&self) -> u64 {
-        crate::ukey::now_ms().saturating_sub(self.arrived.elapsed().as_millis() as u64)
+        crate::time::now_ms().saturating_sub(self.arrived.elapsed().as_millis() as u64)
     }
 
     /// Whether the caller is this PC itself: exactly 127.0.0.1 or ::1. The rest of 127.0.0.0/8 is

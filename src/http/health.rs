@@ -6,8 +6,9 @@
 use super::App;
 use super::exchange::{Exchange, Input};
 use super::reply::Reply;
-use crate::ukey::expiry::{days_left, rfc3339};
-use crate::ukey::now_ms;
+use crate::time::now_ms;
+use crate::time::rfc3339;
+use crate::ukey::expiry::days_left;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 

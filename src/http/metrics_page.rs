@@ -5,8 +5,8 @@ use super::App;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
 use crate::metrics::{Exposition, label};
+use crate::time::now_ms;
 use crate::ukey::expiry::days_left;
-use crate::ukey::now_ms;
 use std::sync::atomic::Ordering;
 
 pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {

@@ -11,6 +11,7 @@ pub mod card;
 pub mod ceb;
 pub mod compat;
 pub mod customs;
+pub mod domain;
 pub mod exchange;
 pub mod health;
 pub mod metrics_page;
@@ -20,7 +21,6 @@ pub mod reply;
 pub mod routes;
 pub mod rpc;
 pub mod serve;
-pub mod signing;
 pub mod status_page;
 pub mod transfer;
 

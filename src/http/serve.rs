@@ -250,7 +250,7 @@ fn observe(app: &App, ex: &Exchange, path: &str, reply: &Reply) {
         return;
     }
     app.recent.push(RecentCall {
-        time_ms: crate::ukey::now_ms(),
+        time_ms: crate::time::now_ms(),
         route: route.to_string(),
         ukey_method: ex.ukey_method.clone().unwrap_or_default(),
         status: reply.status,

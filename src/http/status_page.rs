@@ -8,8 +8,9 @@ use super::App;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
 use crate::customs::cert::CertInfo;
-use crate::ukey::expiry::{days_left, rfc3339};
-use crate::ukey::now_ms;
+use crate::time::now_ms;
+use crate::time::rfc3339;
+use crate::ukey::expiry::days_left;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 

@@ -112,11 +112,6 @@ fn decode_digest(text: &str) -> Result<Vec<u8>, Vec<String>> {
 
 /// A certificate given as base64 DER, or PEM with its header lines.
 fn cert_der(text: &str) -> Result<Vec<u8>, Vec<String>> {
-    let b64: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    B64.decode(b64)
+    B64.decode(crate::encoding::pem_body(text))
         .map_err(|_| failed("certDataPEM is not a base64 certificate".into()))
 }

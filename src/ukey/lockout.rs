@@ -81,7 +81,7 @@ impl Lockout {
         ) else {
             return false;
         };
-        crate::auth::constant_time_eq(fingerprint(salt, &self.password).as_bytes(), fp.as_bytes())
+        crate::ct::constant_time_eq(fingerprint(salt, &self.password).as_bytes(), fp.as_bytes())
     }
 
     /// Remembers that the card refused the password (`reason`: the card's errors, masked).
@@ -110,7 +110,7 @@ fn fingerprint(salt: &str, password: &str) -> String {
         .chain_update([0u8])
         .chain_update(password.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::hex(&digest, false)
 }
 
 #[cfg(test)]

@@ -377,10 +377,5 @@ impl Ukey {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Moved to `crate::time`; kept here for code that still names it.
+pub use crate::time::now_ms;

@@ -6,8 +6,9 @@
 //! at a time. Each run is logged with its exit status and (bounded) output, reported by the
 //! failure webhook `client_restarted`, and shown in `/health`.
 
-use super::{Status, UkeyEvent, now_ms};
+use super::{Status, UkeyEvent};
 use crate::config::UkeyConfig;
+use crate::time::now_ms;
 use crossbeam_channel::Sender;
 use serde_json::{Value, json};
 use std::io::Read;

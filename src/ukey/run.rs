@@ -6,14 +6,15 @@
 //! deadline at once (`wait.rs`).
 
 use super::conn::{Conn, Endpoint};
-use super::expiry::{self, ExpiryWatch, Notice};
+use super::expiry::{ExpiryWatch, Notice};
 use super::lockout::Lockout;
 use super::restart::Restarter;
 use super::session::{Action, Event, Report, Session, Settings};
 use super::wait::{self, Doorbell};
-use super::{CallError, CallResult, Command, Job, SIGN_CERT_METHOD, Status, UkeyEvent, now_ms};
+use super::{CallError, CallResult, Command, Job, SIGN_CERT_METHOD, Status, UkeyEvent};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
+use crate::time::now_ms;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -374,7 +375,7 @@ impl Runner {
             }) => {
                 log::warn!(
                     "UKey: the card's signing certificate expires in {days_left} day(s), on {}: renew it in time, filings stop when it expires",
-                    expiry::rfc3339(not_after)
+                    crate::time::rfc3339(not_after)
                 );
                 self.emit(UkeyEvent::CertExpiring {
                     days_left,
@@ -384,7 +385,7 @@ impl Runner {
             Some(Notice::Expired { not_after }) => {
                 log::error!(
                     "UKey: the card's signing certificate EXPIRED on {}: customs refuses what it signs; renew the certificate",
-                    expiry::rfc3339(not_after)
+                    crate::time::rfc3339(not_after)
                 );
                 self.emit(UkeyEvent::CertExpired { not_after });
             }
@@ -404,13 +405,8 @@ impl Runner {
 /// subject carries the word SIMULATOR, which stands as plain text in the DER.
 fn is_simulator_certificate(cert_b64: &str) -> bool {
     use base64::Engine;
-    let b64: String = cert_b64
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
     base64::engine::general_purpose::STANDARD
-        .decode(b64)
+        .decode(crate::encoding::pem_body(cert_b64))
         .map(|der| {
             der.windows(super::SIMULATOR_MARK.len())
                 .any(|w| w == super::SIMULATOR_MARK.as_bytes())

@@ -12,8 +12,9 @@ pub mod journal;
 
 use crate::auth::outgoing::Signer;
 use crate::mask::Masker;
-use crate::ukey::expiry::rfc3339;
-use crate::ukey::{UkeyEvent, now_ms};
+use crate::time::now_ms;
+use crate::time::rfc3339;
+use crate::ukey::UkeyEvent;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use journal::{Journal, Kind, Record};
 use serde_json::{Value, json};

@@ -121,3 +121,15 @@ fn deep_trees_are_written_searched_and_dropped_without_recursion() {
         .join()
         .expect("no stack overflow");
 }
+
+#[test]
+fn names_must_be_xml_names() {
+    for bad in ["<v<//>", "<a><1b/></a>", "<a b<=\"1\"/>", "<a -x=\"1\"/>"] {
+        let e = parse(bad).unwrap_err();
+        assert!(e.reason.contains("name"), "{bad}: {e}");
+    }
+    assert!(
+        parse("<ceb:CEB311Message xmlns:ceb=\"urn:c\" a.b-c_d=\"1\"><订单/></ceb:CEB311Message>")
+            .is_ok()
+    );
+}

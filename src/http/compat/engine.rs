@@ -4,75 +4,31 @@
 //! and self-checked as the 179 handler does. Everything here answers plain values or a reason;
 //! the envelope is the caller's business.
 
-use crate::customs::cardsig;
-use crate::customs::ceb::{Form, Unsigned};
 use crate::customs::customs179::{self, Order};
+use crate::http::domain;
 use crate::http::exchange::{Exchange, Input};
 use crate::http::reply::Reply;
-use crate::http::rpc::call_error_reply;
-use crate::http::{App, audit, card, ceb, customs, signing};
-use crate::ukey::frame;
-use serde_json::{Map, Value, json};
+use crate::http::{App, audit, card, customs};
+use crate::sign::{self, SignError};
+use serde_json::Value;
+
+/// A signed CEB message, in the Java signer's terms (`signed_info` is its `signatureNode`).
+pub use crate::sign::CebSigned;
 
 const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
-/// A signed CEB message, in the Java signer's terms.
-pub struct CebSigned {
-    pub cert_no: String,
-    /// The signing certificate, base64 DER.
-    pub certificate: String,
-    pub digest: String,
-    pub signature: String,
-    /// The canonical `ds:SignedInfo` the card signed.
-    pub signed_info: String,
+/// A failed workflow: audited and reported as `POST /api/ceb/sign` and `/api/customs179`
+/// report theirs, and its reason for the envelope.
+fn failed(app: &App, ex: &Exchange, e: &SignError) -> String {
+    let reply = domain::reply(e, &ex.request_id);
+    audit::report_operation_failure(app, SIGN_METHOD, &reply, &ex.request_id);
+    e.to_string()
 }
 
-/// Signs a CEB message with `/api/ceb/sign`'s handler, then rebuilds the canonical SignedInfo
-/// that handler had signed (the Java signer answers it as `signatureNode`), and checks that the
-/// signature verifies over it, so that the node answered is the one signed.
+/// Signs a CEB message as `POST /api/ceb/sign` does (the same workflow, self-check included).
 pub fn sign_ceb(app: &App, ex: &mut Exchange, xml: &str) -> Result<CebSigned, String> {
-    let input = Input {
-        body: json!({ "xml": xml }).to_string().into_bytes(),
-        content_type: "application/json".into(),
-        ..Input::default()
-    };
-    let reply = ceb::sign(app, &input, ex);
-    if !reply.is_success() {
-        return Err(reason(&reply, ex));
-    }
-    let answer = reply.body_json(&ex.request_id).unwrap_or_default();
-    let field = |name: &str| answer[name].as_str().map(str::to_owned);
-    let (Some(digest), Some(signature), Some(cert_no)) = (
-        field("digestValue"),
-        field("signatureValue"),
-        field("certNo"),
-    ) else {
-        return Err(
-            "the CEB signer answered without a digest, signature or certificate number".into(),
-        );
-    };
-    let cert = signing::sign_cert(app, ex).map_err(|r| reason(&r, ex))?;
-    let unsigned = Unsigned::prepare(xml).map_err(|e| e.to_string())?;
-    let form = Form::choose(
-        Some(cert.info.algorithm),
-        app.config.ceb.signature_method,
-        app.config.ceb.sm2_form,
-    );
-    let signed_info = unsigned
-        .canonical_signed_info(&form, &digest)
-        .map_err(|e| e.to_string())?;
-    if cardsig::verify(&cert.info, signed_info.as_bytes(), &signature).is_err() {
-        return Err(
-            "internal error: the SignedInfo rebuilt for signatureNode is not the one signed".into(),
-        );
-    }
-    Ok(CebSigned {
-        cert_no,
-        certificate: cert.b64,
-        digest,
-        signature,
-        signed_info,
-    })
+    ex.ukey_method = Some("ceb.sign".into());
+    sign::sign_ceb(&domain::card(app, ex), &app.config.ceb, xml).map_err(|e| failed(app, ex, &e))
 }
 
 /// Signs a 179 source string exactly as sent (the caller built it and uploads it), and
@@ -83,30 +39,9 @@ pub fn sign_179_source(
     source: &str,
 ) -> Result<(String, String), String> {
     ex.ukey_method = Some("customs179.source".into());
-    match sign_source(app, ex, source) {
-        Ok(signed) => Ok(signed),
-        Err(reply) => {
-            audit::report_operation_failure(app, SIGN_METHOD, &reply, &ex.request_id);
-            Err(reason(&reply, ex))
-        }
-    }
-}
-
-fn sign_source(app: &App, ex: &Exchange, source: &str) -> Result<(String, String), Reply> {
-    let mut args = Map::new();
-    args.insert("inData".into(), Value::String(source.to_string()));
-    let f = app
-        .ukey
-        .call(SIGN_METHOD, args, &ex.request_id, ex.arrived)
-        .map_err(|e| call_error_reply(&e))?;
-    if !frame::succeeded(&f) {
-        return Err(signing::card_error(&f, "sign", &ex.request_id));
-    }
-    let (value, cert_no) = frame::signature_and_cert(&f, app.ukey.status().cert_no())
-        .ok_or_else(|| Reply::error(502, "the UKey answered without a signature"))?;
-    let cert = signing::sign_cert(app, ex)?;
-    signing::self_check(app, ex, &cert, &cert_no, source.as_bytes(), &value)?;
-    Ok((cert_no, value))
+    sign::sign_source(&domain::card(app, ex), source)
+        .map(|(value, cert_no)| (cert_no, value))
+        .map_err(|e| failed(app, ex, &e))
 }
 
 /// An uploaded 179 order.

@@ -42,7 +42,7 @@ fn envelope(code: i64, message: &str, success: bool, data: Option<Value>) -> Rep
     body.insert("success".into(), json!(success));
     body.insert(
         "timestamp".into(),
-        json!(china_time(crate::ukey::now_ms() / 1000)),
+        json!(china_time(crate::time::now_ms() / 1000)),
     );
     body.insert("code".into(), json!(code));
     if let Some(d) = data.filter(|d| !d.is_null()) {
@@ -54,7 +54,7 @@ fn envelope(code: i64, message: &str, success: bool, data: Option<Value>) -> Rep
 /// `yyyy-MM-dd HH:mm:ss` in China time (UTC+8, no daylight saving), as `Result.preCreate` writes
 /// it on the servers the Java signer runs on.
 pub fn china_time(unix_s: u64) -> String {
-    let text = crate::ukey::expiry::rfc3339(unix_s + 8 * 3600);
+    let text = crate::time::rfc3339(unix_s + 8 * 3600);
     text.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
