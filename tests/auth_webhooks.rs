@@ -267,7 +267,10 @@ fn failure_webhooks_for_each_type() {
     let rid = r.header("X-Request-ID").unwrap().to_string();
     sim.faults().set_silent(SIGN, true);
     let r = signed(proxy.addr, "POST", "/rpc", &body("slow"), SECRET);
-    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.status, 504,
+        "a call the card had and did not answer (#26.1)"
+    );
     sim.faults().set_silent(SIGN, false);
     let ops = wait_for(Duration::from_secs(10), "two operation failures", || {
         let f: Vec<_> = rx

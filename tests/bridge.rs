@@ -267,7 +267,10 @@ fn dropped_socket_answers_in_flight_calls_at_once_and_reconnects() {
     sim.drop_connections();
     let r = call.join().unwrap();
     let took = dropped_at.elapsed();
-    assert_eq!(r.status, 503, "{}", r.text());
+    // #26.1: the card had the call, it may have been carried out: 502, never replayed
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), None);
+    assert_eq!(r.header("X-Cert-No"), Some(sim.cert_no().as_str()));
     assert!(took < Duration::from_secs(1), "answered after {took:?}");
     assert!(r.json()["error"].as_str().unwrap().contains("unavailable"));
     sim.faults().set_silent(SIGN, false);
@@ -301,9 +304,13 @@ fn dropped_socket_answers_the_calls_waiting_behind_at_once_too() {
     });
     let dropped_at = Instant::now();
     sim.drop_connections();
-    for handle in std::iter::once(first).chain(behind) {
+    // #26.1: the held call reached the card (502); the ones behind never did (503, Retry-After)
+    let r = first.join().unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    for handle in behind {
         let r = handle.join().unwrap();
         assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.header("Retry-After").is_some());
         assert!(r.json()["error"].as_str().unwrap().contains("unavailable"));
     }
     let took = dropped_at.elapsed();
@@ -343,7 +350,7 @@ fn calls_while_disconnected_are_answered_503_at_once() {
 }
 
 #[test]
-fn silent_card_answers_503_after_the_timeout() {
+fn silent_card_answers_504_after_the_timeout() {
     let sim = simulator();
     let proxy = Proxy::start(&sim.url(), json!({"ukey": {"timeout_ms": 700}}));
     proxy.wait_healthy();
@@ -351,7 +358,8 @@ fn silent_card_answers_503_after_the_timeout() {
     let started = Instant::now();
     let r = proxy.rpc(SIGN, json!({"inData": "x"}));
     let took = started.elapsed();
-    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), None);
     assert!(
         r.json()["error"]
             .as_str()

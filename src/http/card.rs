@@ -56,6 +56,7 @@ pub fn info(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
             Map::new(),
             &ex.request_id,
             ex.arrived,
+            ex.client_ip,
         )
         .ok()
         .filter(frame::succeeded)
@@ -119,6 +120,7 @@ pub fn env_cer(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
         Map::new(),
         &ex.request_id,
         ex.arrived,
+        ex.client_ip,
     ) {
         Ok(f) => f,
         Err(e) => return call_error_reply(&e),

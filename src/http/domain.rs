@@ -18,6 +18,7 @@ pub fn card<'a>(app: &'a App, ex: &'a Exchange) -> Card<'a> {
         webhooks: &app.webhooks,
         request_id: &ex.request_id,
         arrived: ex.arrived,
+        client: ex.client_ip,
     }
 }
 

@@ -21,13 +21,15 @@ pub fn get(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     let now_s = now_ms() / 1000;
     let days_left = (not_after > 0).then(|| days_left(not_after, now_s));
     let expired = not_after > 0 && now_s > not_after;
-    let healthy = connected && probe_ok && !expired;
+    let refused = status.password_refused.load(Ordering::SeqCst);
+    // #26.1: up, answering its probe, the password accepted, the certificate valid
+    let healthy = connected && probe_ok && !refused && !expired;
     let backlog = app.webhooks.backlog();
     let mut body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "connected": connected,
         "days_left": days_left,
-        "password_refused": status.password_refused.load(Ordering::SeqCst),
+        "password_refused": refused,
         "cert_no": status.cert_no(),
         "last_probe": {
             "time_ms": if probe_ms == 0 { None } else { Some(probe_ms) },

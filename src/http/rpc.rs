@@ -51,11 +51,7 @@ pub fn parse_call(body: &[u8]) -> Result<RpcCall, String> {
 /// The HTTP reply for a call error (no answer from the card): 503, with `Retry-After` when the
 /// card is busy rather than broken.
 pub fn call_error_reply(e: &CallError) -> Reply {
-    let status = match e {
-        CallError::BadReply(_) => 502,
-        _ => 503,
-    };
-    let reply = Reply::error(status, e.to_string());
+    let reply = Reply::error(e.http_status(), e.to_string());
     match e.retry_after_s() {
         Some(s) => reply.with_header("Retry-After", s.to_string()),
         None => reply,
@@ -75,16 +71,25 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         let args = app.masker.masked(&Value::Object(call.args.clone()));
         log::debug!("[{request_id}] rpc {} args {}", call.method, args);
     }
-    let mut reply = match app
-        .ukey
-        .call(&call.method, call.args, request_id, ex.arrived)
-    {
+    let mut reply = match app.ukey.call(
+        &call.method,
+        call.args,
+        request_id,
+        ex.arrived,
+        ex.client_ip,
+    ) {
         Ok(f) => {
             let status = if frame::succeeded(&f) { 200 } else { 400 };
             Reply::json(status, f)
         }
         Err(e) => call_error_reply(&e),
     };
+    // #26.1: the card that served it, whenever the card received the call
+    if reply.status != 503
+        && let Some(cert_no) = app.ukey.status().cert_no()
+    {
+        reply = reply.with_header("X-Cert-No", cert_no);
+    }
     if let Body::Json(f) = &mut reply.body {
         // by key only: the reply echoes the caller's own text (M4, see crate::mask)
         crate::mask::Masker::mask_keys(f);

@@ -25,6 +25,8 @@ pub struct Card<'a> {
     pub webhooks: &'a Webhooks,
     pub request_id: &'a str,
     pub arrived: Instant,
+    /// The caller's address: the card serves waiting calls round-robin by it.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Card<'_> {
@@ -35,7 +37,13 @@ impl Card<'_> {
             None => {
                 let f = self
                     .ukey
-                    .call(SIGN_CERT_METHOD, Map::new(), self.request_id, self.arrived)
+                    .call(
+                        SIGN_CERT_METHOD,
+                        Map::new(),
+                        self.request_id,
+                        self.arrived,
+                        self.client,
+                    )
                     .map_err(SignError::Unavailable)?;
                 if !frame::succeeded(&f) {
                     return Err(SignError::Refused {
@@ -59,7 +67,13 @@ impl Card<'_> {
         args.insert("inData".into(), Value::String(data.to_string()));
         let f = self
             .ukey
-            .call(SIGN_METHOD, args, self.request_id, self.arrived)
+            .call(
+                SIGN_METHOD,
+                args,
+                self.request_id,
+                self.arrived,
+                self.client,
+            )
             .map_err(SignError::Unavailable)?;
         if !frame::succeeded(&f) {
             return Err(SignError::Refused {

@@ -7,6 +7,7 @@ pub mod frame;
 pub mod lockout;
 pub mod methods;
 pub mod oneshot; // public for benches/load.rs, whose floor server waits the same way
+mod queue;
 pub mod restart;
 mod run;
 mod session;
@@ -35,9 +36,12 @@ pub const SIGN_CERT_METHOD: &str = "cus-sec_SpcGetSignCertAsPEM";
 /// Why a call got no answer from the card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// Not connected (or the connection broke while the call was in flight).
+    /// Not connected, or the connection broke before the call was sent: the card never
+    /// received it.
     Unavailable(String),
-    /// No reply within the configured timeout.
+    /// The connection broke after the call was sent: the card may have carried it out.
+    Lost(String),
+    /// Sent, and no reply within the configured timeout.
     Timeout(Duration),
     /// Too many calls are already waiting (`ukey.max_queue`).
     Busy { retry_after_s: u64 },
@@ -56,15 +60,27 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// When the caller should try again, for `Retry-After`: set when the card is busy, not when
-    /// it is broken.
+    /// When the caller should try again, for `Retry-After`: set exactly when the card never
+    /// received the call (#26.1), so that a balancer may replay it on another card.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             CallError::Busy { retry_after_s } | CallError::Overloaded { retry_after_s, .. } => {
                 Some(*retry_after_s)
             }
-            CallError::Late(_) => Some(1),
-            _ => None,
+            CallError::Late(_) | CallError::Unavailable(_) | CallError::ShuttingDown => Some(1),
+            // an operator must fix the configuration: another card may serve meanwhile
+            CallError::PasswordRefused => Some(60),
+            CallError::Lost(_) | CallError::Timeout(_) | CallError::BadReply(_) => None,
+        }
+    }
+
+    /// The HTTP status (#26.1): 503 when the card never received the call, 502 when it did and
+    /// the answer was lost or unreadable, 504 when it did and did not answer in time.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CallError::Lost(_) | CallError::BadReply(_) => 502,
+            CallError::Timeout(_) => 504,
+            _ => 503,
         }
     }
 }
@@ -73,6 +89,11 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Unavailable(why) => write!(f, "UKey unavailable: {why}"),
+            CallError::Lost(why) => write!(
+                f,
+                "UKey unavailable: the connection broke after the call was sent ({why}); the \
+                 card may have carried it out"
+            ),
             CallError::Timeout(t) => {
                 write!(f, "UKey did not answer within {} ms", t.as_millis())
             }
@@ -119,6 +140,8 @@ pub struct Job {
     /// Arguments as the client sent them; the thread removes any `passwd` and injects its own.
     pub args: Map<String, Value>,
     pub request_id: String,
+    /// The client's address: calls are served round-robin by it (see `queue`).
+    pub client: Option<std::net::IpAddr>,
     pub deadline: Instant,
     pub reply: oneshot::Sender<CallResult>,
 }
@@ -154,9 +177,11 @@ pub struct Status {
     pub connected: AtomicBool,
     /// Calls queued or sent and not yet answered.
     pub in_flight: AtomicUsize,
-    /// Callers waiting in `Ukey::call` right now (queued, sent, or on their way in): what a new
-    /// call would wait behind.
+    /// Callers waiting in `Ukey::call` right now (queued, sent, or on their way in).
     pub pending: AtomicUsize,
+    /// The same, by client address: what a new call waits behind, the queue being round-robin
+    /// by host.
+    pub pending_by_host: Mutex<std::collections::HashMap<queue::Host, usize>>,
     /// The card's recent time per call (moving average of send → reply), in microseconds;
     /// 0 until a call has been answered.
     pub call_time_us: AtomicU64,
@@ -225,12 +250,22 @@ pub struct Ukey {
     restarter: Arc<restart::Restarter>,
 }
 
-/// Counts a caller in `Status::pending` for as long as it waits.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a caller in `Status::pending` (and its host's count) for as long as it waits.
+struct Waiting<'a> {
+    status: &'a Status,
+    host: queue::Host,
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.status.pending.fetch_sub(1, Ordering::SeqCst);
+        let mut hosts = crate::sync::lock(&self.status.pending_by_host);
+        if let Some(n) = hosts.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                hosts.remove(&self.host);
+            }
+        }
     }
 }
 
@@ -245,7 +280,13 @@ impl Ukey {
     ) -> std::io::Result<(Ukey, JoinHandle<()>)> {
         let endpoint = conn::Endpoint::parse(&config.url)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let (tx, rx): (Sender<Command>, Receiver<Command>) = bounded(config.max_queue.max(1));
+        // The channel only hands jobs over; the queue's bounds (`ukey.max_queue`, a host's
+        // share) are applied by the UKey thread. While the card works on a call the thread does
+        // not read the channel, so it must hold a burst of every host's calls, or one host's
+        // burst would turn the next host away before its turn (4 x covers the 1,024 default
+        // connections).
+        let (tx, rx): (Sender<Command>, Receiver<Command>) =
+            bounded(config.max_queue.max(1).saturating_mul(4));
         let bell = Arc::new(wait::Doorbell::new()?);
         let status = Arc::new(Status::default());
         let (lockout, refused) = lockout::Lockout::open(state_dir, &config.password);
@@ -311,19 +352,24 @@ impl Ukey {
     /// runs from `arrived`, when the request reached the proxy: waiting for a thread, in the
     /// queue and for the card all count. A call that could not be answered within it is refused
     /// at once (`Overloaded`) instead of waiting to fail.
+    /// `client` is the caller's address: the card serves waiting calls round-robin by it.
     pub fn call(
         &self,
         method: &str,
         args: Map<String, Value>,
         request_id: &str,
         arrived: Instant,
+        client: Option<std::net::IpAddr>,
     ) -> CallResult {
         if self.status.password_refused.load(Ordering::SeqCst) {
             return Err(CallError::PasswordRefused);
         }
         let deadline = arrived + self.timeout;
-        let ahead = self.status.pending.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.status.pending);
+        let ahead = self.enter(client);
+        let _waiting = Waiting {
+            status: &self.status,
+            host: client,
+        };
         if let Some(late_by) = self.would_finish_late(ahead, deadline) {
             return Err(CallError::Overloaded {
                 ahead,
@@ -335,6 +381,7 @@ impl Ukey {
             method: method.to_string(),
             args,
             request_id: request_id.to_string(),
+            client,
             deadline,
             reply,
         };
@@ -353,6 +400,21 @@ impl Ukey {
             Err(oneshot::RecvError::Timeout) => Err(CallError::Timeout(self.timeout)),
             Err(oneshot::RecvError::Closed) => Err(CallError::ShuttingDown),
         }
+    }
+
+    /// Counts a new caller from `host` in, and returns how many calls it waits behind: its own
+    /// host's, and of every other host at most one more than that (one per turn).
+    fn enter(&self, host: queue::Host) -> usize {
+        self.status.pending.fetch_add(1, Ordering::SeqCst);
+        let mut hosts = crate::sync::lock(&self.status.pending_by_host);
+        let own = *hosts.get(&host).unwrap_or(&0);
+        let others: usize = hosts
+            .iter()
+            .filter(|(h, _)| **h != host)
+            .map(|(_, n)| (*n).min(own + 1))
+            .sum();
+        *hosts.entry(host).or_insert(0) += 1;
+        own + others
     }
 
     /// How far past `deadline` a call would finish behind `ahead` others, at the card's recent

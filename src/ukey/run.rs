@@ -271,6 +271,8 @@ impl Runner {
                     .store(now_ms(), Ordering::SeqCst);
                 self.status.set_last_error(None);
                 self.status.set_sign_cert(None);
+                // a new connection is healthy only once its own probe has passed
+                self.status.last_probe_ok.store(false, Ordering::SeqCst);
                 let url = &self.endpoint.url;
                 match (after_outage, again) {
                     (true, true) => log::info!("UKey: reconnected to {url}"),

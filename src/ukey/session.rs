@@ -4,6 +4,7 @@
 //! something). It does no I/O and never reads the clock: `run.rs` does both and feeds it, and the
 //! tests below drive it through every path with a made-up clock, in microseconds.
 
+use super::queue::{FairQueue, Full};
 use super::restart;
 use super::{CallError, CallResult, Job, PROBE_METHOD, SIGN_CERT_METHOD, lockout};
 use crate::config::UkeyConfig;
@@ -163,7 +164,10 @@ struct Sent {
 /// A connected session's calls.
 struct Calls {
     in_flight: HashMap<u64, Sent>,
-    queue: VecDeque<Origin>,
+    /// The proxy's own calls (probe, certificate): sent before any caller's.
+    internal: VecDeque<Origin>,
+    /// Callers' calls, round-robin by host.
+    callers: FairQueue,
     next_probe: Instant,
     next_cert_check: Instant,
     probe_pending: bool,
@@ -263,7 +267,7 @@ impl Session {
             .map(|s| &s.origin)
             .filter(caller)
             .count()
-            + c.queue.iter().filter(caller).count()
+            + c.callers.len()
     }
 
     /// The earliest instant something is due (a retry, a deadline, a probe); `None` when
@@ -277,7 +281,8 @@ impl Session {
                     .in_flight
                     .values()
                     .map(|sent| sent.origin.deadline())
-                    .chain(c.queue.iter().map(Origin::deadline));
+                    .chain(c.internal.iter().map(Origin::deadline))
+                    .chain(c.callers.deadlines());
                 let probe = (!c.probe_pending && !self.refused).then_some(c.next_probe);
                 deadlines.chain(probe).chain(Some(c.next_cert_check)).min()
             }
@@ -312,14 +317,15 @@ impl Session {
         }));
         self.ever_connected = true;
         self.outage_reported = false;
-        let mut queue = VecDeque::new();
+        let mut internal = VecDeque::new();
         // after the first probe (queued on the first tick, ahead of everything)
-        queue.push_back(Origin::SignCert {
+        internal.push_back(Origin::SignCert {
             deadline: now + self.settings.timeout,
         });
         self.link = Link::Up(Box::new(Calls {
             in_flight: HashMap::new(),
-            queue,
+            internal,
+            callers: FairQueue::new(self.settings.max_queue),
             next_probe: now, // a first probe fetches the certificate number
             next_cert_check: now + CERT_CHECK_INTERVAL,
             probe_pending: false,
@@ -360,7 +366,12 @@ impl Session {
     /// The session ended: every call still waiting is answered, the socket dropped, and the
     /// next attempt comes after `BACKOFF_FIRST`.
     fn lose(&mut self, now: Instant, why: String, out: &mut Vec<Action>) {
-        self.fail_all(&CallError::Unavailable(why.clone()), out);
+        // sent: the card may have carried it out (502); queued: it never received it (503)
+        self.fail_all(
+            &CallError::Lost(why.clone()),
+            &CallError::Unavailable(why.clone()),
+            out,
+        );
         out.push(Action::Abort);
         self.last_error = Some(why.clone());
         self.outage_reported = true;
@@ -372,24 +383,24 @@ impl Session {
     }
 
     fn shut_down(&mut self, out: &mut Vec<Action>) {
-        self.fail_all(&CallError::ShuttingDown, out);
+        self.fail_all(&CallError::ShuttingDown, &CallError::ShuttingDown, out);
         if matches!(self.link, Link::Up(_)) {
             out.push(Action::Close);
         }
         self.link = Link::Stopped;
     }
 
-    fn fail_all(&mut self, error: &CallError, out: &mut Vec<Action>) {
+    /// Answers every caller: `sent` for the calls on the card, `queued` for the others.
+    fn fail_all(&mut self, sent: &CallError, queued: &CallError, out: &mut Vec<Action>) {
         let Link::Up(c) = &mut self.link else { return };
-        let waiting = c
-            .in_flight
-            .drain()
-            .map(|(_, sent)| sent.origin)
-            .chain(c.queue.drain(..));
-        for origin in waiting {
-            if let Origin::Caller(job) = origin {
-                out.push(Action::Answer(job, Err(error.clone())));
+        for (_, s) in c.in_flight.drain() {
+            if let Origin::Caller(job) = s.origin {
+                out.push(Action::Answer(job, Err(sent.clone())));
             }
+        }
+        c.internal.clear();
+        for job in c.callers.drain() {
+            out.push(Action::Answer(job, Err(queued.clone())));
         }
     }
 
@@ -398,15 +409,20 @@ impl Session {
     fn on_job(&mut self, job: Job, out: &mut Vec<Action>) {
         match &mut self.link {
             Link::Up(c) => {
-                if c.queue.len() >= self.settings.max_queue {
-                    log::warn!("[{}] UKey queue full; answering busy", job.request_id);
+                if let Err((job, full)) = c.callers.push(job) {
+                    log::warn!(
+                        "[{}] UKey queue full{}; answering busy",
+                        job.request_id,
+                        match full {
+                            Full::Queue => "",
+                            Full::Share => " for this client's share",
+                        }
+                    );
                     out.push(Action::Answer(
                         job,
                         Err(CallError::Busy { retry_after_s: 1 }),
                     ));
-                    return;
                 }
-                c.queue.push_back(Origin::Caller(job));
             }
             Link::Stopped => out.push(Action::Answer(job, Err(CallError::ShuttingDown))),
             Link::Down { .. } | Link::Connecting { .. } => {
@@ -445,7 +461,7 @@ impl Session {
         if !c.probe_pending && !refused && now >= c.next_probe {
             c.probe_pending = true;
             // ahead of queued calls: a long queue must not starve the health check
-            c.queue.push_front(Origin::Probe {
+            c.internal.push_front(Origin::Probe {
                 deadline: now + timeout,
             });
         }
@@ -461,7 +477,11 @@ impl Session {
             if c.in_flight.len() >= self.settings.max_in_flight {
                 return;
             }
-            let Some(origin) = c.queue.pop_front() else {
+            let Some(origin) = c
+                .internal
+                .pop_front()
+                .or_else(|| c.callers.pop().map(Origin::Caller))
+            else {
                 return;
             };
             let mut origin = match origin {
@@ -558,15 +578,27 @@ impl Session {
             }
         }
         // queued calls that waited too long for a slot (rare: only rebuild the queue then)
-        if c.queue.iter().any(|o| o.deadline() <= now) {
+        if c.internal.iter().any(|o| o.deadline() <= now) {
             let (expired, kept): (Vec<Origin>, Vec<Origin>) =
-                c.queue.drain(..).partition(|o| o.deadline() <= now);
-            c.queue = kept.into();
+                c.internal.drain(..).partition(|o| o.deadline() <= now);
+            c.internal = kept.into();
+            for origin in expired {
+                match origin {
+                    Origin::Probe { .. } => probe_timed_out = true,
+                    Origin::Caller(_) | Origin::SignCert { .. } => {}
+                }
+            }
+        }
+        {
+            let expired = c.callers.expire(now).into_iter().map(Origin::Caller);
             for origin in expired {
                 match origin {
                     Origin::Caller(job) => {
-                        log::warn!("[{}] timed out waiting for the UKey", job.request_id);
-                        out.push(Action::Answer(job, Err(CallError::Timeout(timeout))));
+                        log::warn!(
+                            "[{}] time budget ran out waiting for the UKey; not sent",
+                            job.request_id
+                        );
+                        out.push(Action::Answer(job, Err(CallError::Late(timeout))));
                     }
                     Origin::Probe { .. } => probe_timed_out = true,
                     Origin::SignCert { .. } => {}
@@ -922,12 +954,18 @@ mod tests {
 
         /// A caller's call, with a budget from now.
         fn call(&mut self, id: &str, method: &str, budget: Duration) {
+            self.call_from(0, id, method, budget);
+        }
+
+        /// A call from 127.0.0.`host` (0: no address).
+        fn call_from(&mut self, host: u8, id: &str, method: &str, budget: Duration) {
             let (reply, answer) = oneshot::slot();
             self.waiting.push((id.to_string(), answer));
             let job = Job {
                 method: method.into(),
                 args: Map::new(),
                 request_id: id.into(),
+                client: (host > 0).then(|| std::net::IpAddr::from([127, 0, 0, host])),
                 deadline: self.now + budget,
                 reply,
             };
@@ -1021,7 +1059,8 @@ mod tests {
         let answers = r.answers();
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].0, "behind");
-        assert!(matches!(answers[0].1, Err(CallError::Timeout(_))));
+        // never sent: 503 with Retry-After, not the 504 of a call the card did not answer
+        assert!(matches!(answers[0].1, Err(CallError::Late(_))));
         // the slot frees: nothing more is sent for the expired call
         r.reply(&held[0], json!({"Result": true}));
         r.feed(Event::Tick);
@@ -1140,11 +1179,14 @@ mod tests {
         assert!(r.out.iter().any(|a| matches!(a, Action::Abort)));
         let answers = r.answers();
         assert_eq!(answers.len(), 2);
-        assert!(
-            answers
-                .iter()
-                .all(|(_, res)| matches!(res, Err(CallError::Unavailable(_))))
-        );
+        for (id, res) in &answers {
+            match id.as_str() {
+                // on the card: it may have been carried out (502)
+                "held" => assert!(matches!(res, Err(CallError::Lost(_)))),
+                // never sent (503 with Retry-After)
+                _ => assert!(matches!(res, Err(CallError::Unavailable(_)))),
+            }
+        }
         assert!(!r.s.connected());
         // retried after 1 s
         r.out.clear();
@@ -1300,21 +1342,56 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_answers_busy() {
+    fn a_full_queue_answers_busy_and_a_host_past_its_share_too() {
         let mut r = Rig::connected(Settings {
-            max_queue: 2,
+            max_queue: 4,
             ..settings()
         });
         r.call("held", SIGN, ms(2000));
         r.feed(Event::Tick);
         r.sent();
+        // a host may hold half the queue
         for i in 0..3 {
-            r.call(&format!("q{i}"), SIGN, ms(2000));
+            r.call_from(1, &format!("a{i}"), SIGN, ms(2000));
         }
         let answers = r.answers();
         assert_eq!(answers.len(), 1);
-        assert_eq!(answers[0].0, "q2");
+        assert_eq!(answers[0].0, "a2");
         assert!(matches!(answers[0].1, Err(CallError::Busy { .. })));
+        // others are still taken, until the queue is full
+        for i in 0..3 {
+            r.call_from(2 + i, &format!("b{i}"), SIGN, ms(2000));
+        }
+        let answers = r.answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, "b2");
+    }
+
+    #[test]
+    fn waiting_calls_are_sent_round_robin_by_host_in_order_within_a_host() {
+        let mut r = Rig::connected(settings());
+        r.call_from(1, "held", SIGN, ms(60_000));
+        r.feed(Event::Tick);
+        let mut sent = r.sent();
+        for i in 0..5 {
+            r.call_from(1, &format!("a{i}"), SIGN, ms(60_000));
+        }
+        r.call_from(2, "b0", SIGN, ms(60_000));
+        r.call_from(3, "c0", SIGN, ms(60_000));
+        r.call_from(2, "b1", SIGN, ms(60_000));
+        let mut order = Vec::new();
+        while let Some(f) = sent.pop() {
+            r.reply(&f, json!({"Result": true}));
+            for (id, _) in r.answers() {
+                order.push(id);
+            }
+            r.feed(Event::Tick);
+            sent = r.sent();
+        }
+        assert_eq!(
+            order,
+            ["held", "a0", "b0", "c0", "a1", "b1", "a2", "a3", "a4"]
+        );
     }
 
     #[test]

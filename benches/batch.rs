@@ -1,0 +1,253 @@
+//! The ERP's month-end batch from one host (issue 25), as a benchmark (not a test): a card that
+//! answers each call after 150 ms, 64 and 128 keep-alive callers on 127.0.0.1 each sending one
+//! signing call after another (a caller honours `Retry-After`), `ukey.timeout_ms` 10 s, and
+//! meanwhile one call a second from a second host, 127.0.0.2. Prints the issue's table (answered
+//! 200 / readable 503 / broken) next to the card's own capacity, how busy the card was with calls
+//! whose caller got the answer, and the second host's latency.
+//!
+//! Run: `cargo bench --bench batch`; `BENCH_CARD_SECONDS` sets each run's length (default 15),
+//! `BENCH_CARD_MS` the card's time per call (default 150).
+
+use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "88888888";
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One keep-alive connection from a chosen loopback address.
+struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+/// What one call ended with.
+enum Outcome {
+    Ok,
+    Busy(u64),
+    Other,
+    Broken,
+}
+
+impl Conn {
+    fn open(from: [u8; 4], to: SocketAddr) -> Option<Conn> {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        socket.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+        socket.connect(&to.into()).ok()?;
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        Some(Conn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    fn call(&mut self, data: &str) -> Outcome {
+        let body =
+            json!({"_method": "cus-sec_SpcSignDataAsPEM", "args": {"inData": data}}).to_string();
+        let head = format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err()
+        {
+            return Outcome::Broken;
+        }
+        let (mut status, mut len, mut retry) = (0u16, 0usize, 0u64);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return Outcome::Broken,
+                Ok(_) => {}
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((n, v)) = l.split_once(':') {
+                let v = v.trim();
+                if n.eq_ignore_ascii_case("content-length") {
+                    len = v.parse().unwrap_or(0);
+                } else if n.eq_ignore_ascii_case("retry-after") {
+                    retry = v.parse().unwrap_or(1);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if self.reader.read_exact(&mut body).is_err() {
+            return Outcome::Broken;
+        }
+        match status {
+            200 => Outcome::Ok,
+            503 if retry > 0 => Outcome::Busy(retry),
+            _ => Outcome::Other,
+        }
+    }
+}
+
+fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let config = json!({
+        "server": {"host": "127.0.0.1", "port": "0"},
+        "ukey": {"url": card_url, "password": PASSWORD, "timeout_ms": 10000},
+        "auth": {"allow_unauthenticated": true},
+        "log": {"verbose": false}
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+        .arg("-config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("the proxy's log").unwrap();
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn wait_healthy(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the proxy did not become healthy");
+}
+
+fn run(callers: usize, secs: f64, card_ms: u64) {
+    let dir = std::env::temp_dir().join(format!("bench-batch-{}-{callers}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(dir.join("card.pem")),
+        card: CardKind::Rsa,
+        cert_days: None,
+    })
+    .expect("simulator");
+    sim.faults().set_latency(Duration::from_millis(card_ms));
+    let (mut proxy, addr) = start_proxy(&sim.url(), &dir);
+    wait_healthy(addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new([0usize; 4])); // 200, readable 503, other status, broken
+    let started = Instant::now();
+    let handles: Vec<_> = (0..callers)
+        .map(|c| {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open([127, 0, 0, 1], addr);
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(cn) = conn.as_mut() else {
+                        counts.lock().unwrap()[3] += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                        conn = Conn::open([127, 0, 0, 1], addr);
+                        continue;
+                    };
+                    k += 1;
+                    let outcome = cn.call(&format!("order-{c}-{k}"));
+                    let mut n = counts.lock().unwrap();
+                    match outcome {
+                        Outcome::Ok => n[0] += 1,
+                        Outcome::Busy(s) => {
+                            n[1] += 1;
+                            drop(n);
+                            std::thread::sleep(Duration::from_secs(s));
+                        }
+                        Outcome::Other => n[2] += 1,
+                        Outcome::Broken => {
+                            n[3] += 1;
+                            conn = None;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // the second host: one call a second
+    let mut second = Vec::new();
+    let mut b = Conn::open([127, 0, 0, 2], addr).expect("second host");
+    while started.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let ok = matches!(b.call("second-host"), Outcome::Ok);
+        second.push((t.elapsed(), ok));
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = *counts.lock().unwrap();
+    let capacity = elapsed * 1000.0 / card_ms as f64;
+    let mut lat: Vec<f64> = second.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
+    lat.sort_by(f64::total_cmp);
+    let second_ok = second.iter().filter(|(_, ok)| *ok).count();
+    println!(
+        "| {callers} | {} | {} | {} | {} | {:.0} | {:.0} % | {second_ok}/{} | {:.0} ms | {:.0} ms |",
+        n[0],
+        n[1],
+        n[2],
+        n[3],
+        capacity,
+        100.0 * (n[0] + second_ok) as f64 / capacity,
+        second.len(),
+        lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN),
+        lat.last().copied().unwrap_or(f64::NAN),
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    let secs = env_f64("BENCH_CARD_SECONDS", 15.0);
+    let card_ms = env_f64("BENCH_CARD_MS", 150.0) as u64;
+    println!(
+        "batch from one host: card {card_ms} ms a call, ukey.timeout_ms 10000, {secs} s a run"
+    );
+    println!(
+        "| callers on 127.0.0.1 | answered 200 | readable 503 | other status | broken | card's own capacity (calls) | card busy for callers | 127.0.0.2 answered | its p50 | its max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for callers in [64, 128] {
+        run(callers, secs, card_ms);
+    }
+}
