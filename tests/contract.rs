@@ -119,3 +119,37 @@ fn health_is_503_when_the_card_is_removed_while_the_socket_stays_up() {
     sim.faults().set_error("cus-sec_SpcGetCertNo", None);
     proxy.wait_healthy();
 }
+
+#[test]
+fn the_customs_endpoints_name_the_card_that_served_them() {
+    let sim = simulator();
+    let proxy = Proxy::start(&sim.url(), json!({}));
+    proxy.wait_healthy();
+    let cert_no = sim.cert_no();
+    let xml =
+        "<CEB311Message xmlns=\"http://www.chinaport.gov.cn/ceb\"><Order>1</Order></CEB311Message>";
+    let r = proxy.post("/api/ceb/sign", &json!({"xml": xml}).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-Cert-No"), Some(cert_no.as_str()));
+    for path in ["/api/cert", "/api/cert/sign.cer", "/api/cert/env.cer"] {
+        let r = proxy.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("X-Cert-No"), Some(cert_no.as_str()), "{path}");
+    }
+    // a message that is not XML is refused before the card sees anything
+    let r = proxy.post("/api/ceb/sign", &json!({"xml": "<unclosed"}).to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("X-Cert-No"), None);
+    // a signature the card never received: 503 with Retry-After and no card named
+    sim.faults().set_refuse(true);
+    sim.drop_connections();
+    wait_for(
+        Duration::from_secs(10),
+        "the proxy to see the card gone",
+        || (proxy.get("/health").status == 503).then_some(()),
+    );
+    let r = proxy.post("/api/ceb/sign", &json!({"xml": xml}).to_string());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(r.header("X-Cert-No"), None);
+}

@@ -216,10 +216,12 @@ impl Fleet {
             s.cert_no, m.cert_no,
             "the card names the certificate that signed"
         );
-        // the proxy's own header, where it sends one (issue 26 item 1)
-        if let Some(h) = &s.header_cert_no {
-            assert_eq!(h, &m.cert_no, "X-Cert-No names the card that signed");
-        }
+        // the proxy's own header names the card that served it (issue 26 item 1)
+        assert_eq!(
+            s.header_cert_no.as_deref(),
+            Some(m.cert_no.as_str()),
+            "X-Cert-No names the card that signed"
+        );
         m
     }
     fn is(&self, m: &Member, other: &Member) -> bool {

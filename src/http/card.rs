@@ -49,15 +49,17 @@ pub fn info(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
         Ok(c) => c,
         Err(e) => return domain::reply(&e, &ex.request_id),
     };
-    let ent_name = app
-        .ukey
-        .call(
-            "cus-sec_SpcGetEntName",
-            Map::new(),
-            &ex.request_id,
-            ex.arrived,
-            ex.client_ip,
-        )
+    // the answer describes this card, read now or on connecting
+    ex.card_served.set(true);
+    let ent_name = app.ukey.call(
+        "cus-sec_SpcGetEntName",
+        Map::new(),
+        &ex.request_id,
+        ex.arrived,
+        ex.client_ip,
+    );
+    ex.note_card(&ent_name);
+    let ent_name = ent_name
         .ok()
         .filter(frame::succeeded)
         .and_then(|f| frame::first_data(&f).map(str::to_owned));
@@ -103,6 +105,7 @@ pub fn sign_cer(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     }
     match domain::card(app, ex).sign_cert() {
         Ok(c) => {
+            ex.card_served.set(true);
             let no = cert_no(app, &c.info);
             download(c.info.der, &no)
         }
@@ -115,13 +118,15 @@ pub fn env_cer(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
     if let Some(r) = not_connected(app) {
         return r;
     }
-    let f = match app.ukey.call(
+    let f = app.ukey.call(
         "cus-sec_SpcGetEnvCertAsPEM",
         Map::new(),
         &ex.request_id,
         ex.arrived,
         ex.client_ip,
-    ) {
+    );
+    ex.note_card(&f);
+    let f = match f {
         Ok(f) => f,
         Err(e) => return call_error_reply(&e),
     };

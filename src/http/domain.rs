@@ -19,6 +19,7 @@ pub fn card<'a>(app: &'a App, ex: &'a Exchange) -> Card<'a> {
         request_id: &ex.request_id,
         arrived: ex.arrived,
         client: ex.client_ip,
+        served: &ex.card_served,
     }
 }
 

@@ -3,6 +3,7 @@
 //! `Input` and fill in the `Exchange`.
 
 use serde_json::Value;
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -35,6 +36,9 @@ pub struct Exchange {
     pub response_headers: Vec<(String, String)>,
     /// Set when authentication failed: the rule that failed, for the (bounded) audit record.
     pub auth_failure: Option<String>,
+    /// Set once the card received one of this request's calls: its answer then names the card
+    /// in `X-Cert-No` (#26.1). A cell, because the signing workflows hold the exchange shared.
+    pub card_served: Cell<bool>,
 }
 
 impl Exchange {
@@ -50,6 +54,14 @@ impl Exchange {
             trace_id: None,
             response_headers: Vec::new(),
             auth_failure: None,
+            card_served: Cell::new(false),
+        }
+    }
+
+    /// Notes a call's outcome: if the card received it, the answer names the card.
+    pub fn note_card(&self, result: &Result<Value, crate::ukey::CallError>) {
+        if crate::ukey::card_received(result) {
+            self.card_served.set(true);
         }
     }
 

@@ -71,25 +71,21 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         let args = app.masker.masked(&Value::Object(call.args.clone()));
         log::debug!("[{request_id}] rpc {} args {}", call.method, args);
     }
-    let mut reply = match app.ukey.call(
+    let outcome = app.ukey.call(
         &call.method,
         call.args,
         request_id,
         ex.arrived,
         ex.client_ip,
-    ) {
+    );
+    ex.note_card(&outcome);
+    let mut reply = match outcome {
         Ok(f) => {
             let status = if frame::succeeded(&f) { 200 } else { 400 };
             Reply::json(status, f)
         }
         Err(e) => call_error_reply(&e),
     };
-    // #26.1: the card that served it, whenever the card received the call
-    if reply.status != 503
-        && let Some(cert_no) = app.ukey.status().cert_no()
-    {
-        reply = reply.with_header("X-Cert-No", cert_no);
-    }
     if let Body::Json(f) = &mut reply.body {
         // by key only: the reply echoes the caller's own text (M4, see crate::mask)
         crate::mask::Masker::mask_keys(f);

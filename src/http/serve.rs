@@ -44,6 +44,12 @@ pub fn handle(app: &App, mut request: Request) {
         reply = refused;
     }
     reply.headers.append(&mut ex.response_headers);
+    // #26.1: the card that served it, whenever the card received one of the request's calls
+    if ex.card_served.get()
+        && let Some(cert_no) = app.ukey.status().cert_no()
+    {
+        reply.headers.push(("X-Cert-No".into(), cert_no));
+    }
     if ex.scheme == Some(crate::config::Scheme::Hmac) {
         reply
             .headers

@@ -6,9 +6,10 @@
 use super::SignError;
 use crate::customs::cardsig;
 use crate::customs::cert::{self, CertInfo};
-use crate::ukey::{SIGN_CERT_METHOD, Ukey, frame};
+use crate::ukey::{CallError, SIGN_CERT_METHOD, Ukey, frame};
 use crate::webhook::Webhooks;
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use std::time::Instant;
 
 pub const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
@@ -27,23 +28,30 @@ pub struct Card<'a> {
     pub arrived: Instant,
     /// The caller's address: the card serves waiting calls round-robin by it.
     pub client: Option<std::net::IpAddr>,
+    /// Set once the card received one of these calls: the answer
+    /// then names the card in `X-Cert-No`.
+    pub served: &'a Cell<bool>,
 }
 
 impl Card<'_> {
+    /// One call to the card for this request, noting whether the card received it.
+    fn call(&self, method: &str, args: Map<String, Value>) -> Result<Value, CallError> {
+        let result = self
+            .ukey
+            .call(method, args, self.request_id, self.arrived, self.client);
+        if crate::ukey::card_received(&result) {
+            self.served.set(true);
+        }
+        result
+    }
+
     /// The signing certificate: the one read on connecting, or asked for now.
     pub fn sign_cert(&self) -> Result<SignCert, SignError> {
         let b64 = match self.ukey.status().sign_cert() {
             Some(c) => c,
             None => {
                 let f = self
-                    .ukey
-                    .call(
-                        SIGN_CERT_METHOD,
-                        Map::new(),
-                        self.request_id,
-                        self.arrived,
-                        self.client,
-                    )
+                    .call(SIGN_CERT_METHOD, Map::new())
                     .map_err(SignError::Unavailable)?;
                 if !frame::succeeded(&f) {
                     return Err(SignError::Refused {
@@ -66,14 +74,7 @@ impl Card<'_> {
         let mut args = Map::new();
         args.insert("inData".into(), Value::String(data.to_string()));
         let f = self
-            .ukey
-            .call(
-                SIGN_METHOD,
-                args,
-                self.request_id,
-                self.arrived,
-                self.client,
-            )
+            .call(SIGN_METHOD, args)
             .map_err(SignError::Unavailable)?;
         if !frame::succeeded(&f) {
             return Err(SignError::Refused {

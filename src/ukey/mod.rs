@@ -59,6 +59,13 @@ pub enum CallError {
     BadReply(String),
 }
 
+/// Whether the card received a call, given its outcome: an answer, or an error after sending.
+pub fn card_received(result: &Result<Value, CallError>) -> bool {
+    result
+        .as_ref()
+        .map_or_else(CallError::card_received, |_| true)
+}
+
 impl CallError {
     /// When the caller should try again, for `Retry-After`: set exactly when the card never
     /// received the call (#26.1), so that a balancer may replay it on another card.
@@ -72,6 +79,11 @@ impl CallError {
             CallError::PasswordRefused => Some(60),
             CallError::Lost(_) | CallError::Timeout(_) | CallError::BadReply(_) => None,
         }
+    }
+
+    /// Whether the card received the call before it failed: everything but a 503 (#26.1).
+    pub fn card_received(&self) -> bool {
+        self.http_status() != 503
     }
 
     /// The HTTP status (#26.1): 503 when the card never received the call, 502 when it did and
