@@ -38,8 +38,13 @@ fn without_a_secret_only_this_pc_is_served_unless_allowed() {
         "{why}"
     );
     assert_eq!(signs(&sim), 0, "the card was not used");
-    // this PC is served
+    // this PC is served, and its status page says that only it is
     assert_eq!(p.post("/rpc", SIGN).status, 200);
+    let page = p.get("/?lang=en").text();
+    assert!(
+        page.contains("id=\"auth-off\">Authentication is off (auth.app_secret is empty)"),
+        "{page}"
+    );
     drop(p);
 
     let p = Proxy::start(
@@ -48,6 +53,14 @@ fn without_a_secret_only_this_pc_is_served_unless_allowed() {
     );
     p.wait_healthy();
     p.wait_log("AUTHENTICATION IS OFF", Duration::from_secs(5));
+    // the status page warns too, in both languages
+    let page = p.get("/?lang=en").text();
+    assert!(
+        page.contains("class=\"warn\" id=\"auth-off\">Authentication is off (auth.allow_unauthenticated: true): anyone"),
+        "{page}"
+    );
+    let page = p.get("/?lang=zh").text();
+    assert!(page.contains("id=\"auth-off\">认证已关闭"), "{page}");
     let mut lan = Client::connect_from([127, 0, 0, 2], p.addr);
     let r = lan.send("POST", "/rpc", &[], SIGN.as_bytes()).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -62,6 +75,9 @@ fn without_a_secret_only_this_pc_is_served_unless_allowed() {
     let r = signed(p.addr, "POST", "/rpc", SIGN, "s3cret-app");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!p.log().contains("authentication is off"), "{}", p.log());
+    let page = p.get("/?lang=en").text();
+    assert!(page.contains("id=\"card\""), "{page}");
+    assert!(!page.contains("auth-off"), "{page}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use super::App;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
+use crate::auth::exposure::Exposure;
 use crate::customs::cert::CertInfo;
 use crate::time::now_ms;
 use crate::time::rfc3339;
@@ -39,6 +40,10 @@ struct Words {
     dropped: &'static str,
     last_error: &'static str,
     refused: &'static str,
+    /// Authentication is off and anyone on the network may use the card (#30.1).
+    open: &'static str,
+    /// Authentication is off and only this PC is served.
+    this_pc_only: &'static str,
     calls: &'static str,
     time: &'static str,
     route: &'static str,
@@ -77,6 +82,8 @@ const ZH: Words = Words {
     dropped: "已丢弃",
     last_error: "最近错误",
     refused: "UKey 拒绝了配置的口令：已停止向卡发送任何请求，以免锁卡。请修改 ukey.password 后重启。",
+    open: "认证已关闭（auth.allow_unauthenticated: true）：网络上任何能访问本端口的人都能让这张卡签名。请设置 auth.app_secret，要求请求签名。",
+    this_pc_only: "认证已关闭（auth.app_secret 为空）：只有本机可以使用这张卡。要让其他电脑上的 ERP 使用，请设置 auth.app_secret 并为请求签名。",
     calls: "最近 100 次调用",
     time: "时间",
     route: "接口",
@@ -115,6 +122,8 @@ const EN: Words = Words {
     dropped: "dropped",
     last_error: "last error",
     refused: "The card refused the configured password: nothing is sent to it any more, so that it does not lock. Fix ukey.password and restart.",
+    open: "Authentication is off (auth.allow_unauthenticated: true): anyone who can reach this port can make the card sign. Set auth.app_secret to require signed requests.",
+    this_pc_only: "Authentication is off (auth.app_secret is empty): only this PC can use the card. To let an ERP on another computer in, set auth.app_secret and sign its requests.",
     calls: "Last 100 calls",
     time: "time",
     route: "route",
@@ -192,6 +201,15 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
             "<p class=\"warn\" id=\"password-refused\">{}</p>",
             esc(w.refused)
         );
+    }
+    match Exposure::of(&app.config) {
+        Exposure::OpenWithoutAuthentication => {
+            let _ = write!(h, "<p class=\"warn\" id=\"auth-off\">{}</p>", esc(w.open));
+        }
+        Exposure::ThisPcOnly => {
+            let _ = write!(h, "<p id=\"auth-off\">{}</p>", esc(w.this_pc_only));
+        }
+        Exposure::Authenticated => {}
     }
     let _ = write!(h, "<h2>{}</h2><table id=\"card\">", esc(w.card));
     let row = |h: &mut String, k: &str, v: &str| {
