@@ -1,9 +1,10 @@
 //! The callers' calls waiting for the card, served round-robin by client address (#25.2): each
 //! host has its own first-in-first-out line, and the card takes one call from each host with a
-//! call waiting in turn. So a second host's single call waits behind at most one call of each
-//! other host, not behind a 128-call batch; and within a host the order is kept. A host may hold
-//! at most its share of the queue: one that fills it is answered busy at once while the others
-//! are still taken.
+//! call waiting in turn. A host that had nothing waiting goes ahead of the hosts that already had
+//! a turn (the "new flows" list of FQ-CoDel, RFC 8290 section 4.1): so a second host's single
+//! call is sent as soon as the card is free, not behind a 128-call batch nor behind that batch's
+//! next call; and within a host the order is kept. A host may hold at most its share of the
+//! queue: one that fills it is answered busy at once while the others are still taken.
 
 use super::Job;
 use std::collections::{HashMap, VecDeque};
@@ -24,8 +25,10 @@ pub enum Full {
 
 pub struct FairQueue {
     lines: HashMap<Host, VecDeque<Job>>,
-    /// Hosts with a call waiting, in the order they are served next.
+    /// Hosts with a call waiting, in the order they are served next: first the `fresh` ones
+    /// that had nothing waiting, then those that already had a turn.
     turn: VecDeque<Host>,
+    fresh: usize,
     len: usize,
     max: usize,
     share: usize,
@@ -42,6 +45,7 @@ impl FairQueue {
         FairQueue {
             lines: HashMap::new(),
             turn: VecDeque::new(),
+            fresh: 0,
             len: 0,
             max,
             share: share_of(max),
@@ -66,7 +70,9 @@ impl FairQueue {
             return Err((job, Full::Share));
         }
         if line.is_empty() {
-            self.turn.push_back(host);
+            // behind the other fresh hosts, ahead of those that had a turn
+            self.turn.insert(self.fresh, host);
+            self.fresh += 1;
         }
         line.push_back(job);
         self.len += 1;
@@ -76,6 +82,7 @@ impl FairQueue {
     /// The next call: the first of the host whose turn it is; that host goes to the back.
     pub fn pop(&mut self) -> Option<Job> {
         let host = self.turn.pop_front()?;
+        self.fresh = self.fresh.saturating_sub(1);
         let line = self.lines.get_mut(&host)?;
         let job = line.pop_front()?;
         if line.is_empty() {
@@ -105,7 +112,14 @@ impl FairQueue {
         }
         self.lines.retain(|_, line| !line.is_empty());
         let lines = &self.lines;
+        let fresh_left = self
+            .turn
+            .iter()
+            .take(self.fresh)
+            .filter(|host| lines.contains_key(host))
+            .count();
         self.turn.retain(|host| lines.contains_key(host));
+        self.fresh = fresh_left;
         self.len -= expired.len();
         expired
     }
@@ -165,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_host_waits_behind_one_call_of_each_other() {
+    fn a_host_that_had_nothing_waiting_is_served_next() {
         let t = Instant::now();
         let mut q = FairQueue::new(256);
         for i in 0..100 {
@@ -173,8 +187,26 @@ mod tests {
         }
         assert_eq!(q.pop().unwrap().request_id, "a0");
         put(&mut q, job(2, "b0", t));
-        assert_eq!(q.pop().unwrap().request_id, "a1");
+        put(&mut q, job(3, "c0", t));
+        put(&mut q, job(2, "b1", t));
+        // fresh hosts in their order of arrival, then turns: b1 waits for a's turn
+        assert_eq!(order(&mut q)[..5], ["b0", "c0", "a1", "b1", "a2"]);
+    }
+
+    #[test]
+    fn a_host_that_returns_after_its_line_emptied_is_fresh_again() {
+        let t = Instant::now();
+        let mut q = FairQueue::new(256);
+        for i in 0..10 {
+            put(&mut q, job(1, &format!("a{i}"), t));
+        }
+        assert_eq!(q.pop().unwrap().request_id, "a0");
+        put(&mut q, job(2, "b0", t));
         assert_eq!(q.pop().unwrap().request_id, "b0");
+        assert_eq!(q.pop().unwrap().request_id, "a1");
+        put(&mut q, job(2, "b1", t));
+        assert_eq!(q.pop().unwrap().request_id, "b1");
+        assert_eq!(q.pop().unwrap().request_id, "a2");
     }
 
     #[test]
