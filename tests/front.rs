@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::fuzz::Rng;
 use common::*;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -402,21 +403,6 @@ fn ambiguous_framing_is_refused_and_upgrade_does_not_read_to_the_end() {
         out.extend_from_slice(&buf[..n]);
     }
     assert_eq!(parse_response(&out).unwrap().status, 200);
-}
-
-/// A small deterministic generator (xorshift64*): the same cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// A request head mutated at random: bytes flipped, inserted, deleted or duplicated, with the

@@ -6,56 +6,13 @@
 //! failure prints the seed and the input, so it can be replayed; `FUZZ_SEED=<n>` explores other
 //! inputs.
 
+// the harness alone: this target builds without the simulator that the rest of tests/common needs
+#[path = "common/fuzz.rs"]
+mod harness;
+
 use chinaport_proxy::customs::{c14n, ceb, customs179};
 use chinaport_proxy::http::{ceb as ceb_http, rpc};
-use std::time::{Duration, Instant};
-
-const BUDGET: Duration = Duration::from_secs(2);
-const MAX_CASES: usize = 20_000;
-
-/// xorshift64*: small, fast, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-/// Runs `case` on generated inputs until the budget or the case count is spent; a panic names
-/// the seed and the input.
-fn run(name: &str, seed: u64, generate: impl Fn(&mut Rng) -> Vec<u8>, case: impl Fn(&[u8])) {
-    // FUZZ_SEED=<n> explores elsewhere; the default keeps CI reproducible
-    let seed = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or(seed, |s| seed ^ s.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let started = Instant::now();
-    let mut rng = Rng(seed);
-    let mut n = 0;
-    while n < MAX_CASES && started.elapsed() < BUDGET {
-        let input = generate(&mut rng);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&input)));
-        if outcome.is_err() {
-            panic!(
-                "{name}: case {n} (seed {seed:#x}) panicked on {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
-        n += 1;
-    }
-    assert!(n >= 100, "{name}: only {n} cases in {BUDGET:?}");
-    eprintln!("{name}: {n} cases in {:?}", started.elapsed());
-}
+use harness::{Rng, json_value, run};
 
 const XML_TOKENS: &[&str] = &[
     "<",
@@ -102,34 +59,10 @@ fn corpus() -> Vec<String> {
     docs
 }
 
-/// A corpus document with a few mutations: a byte changed, a token inserted, a slice cut or
-/// repeated, or the text truncated.
+/// A corpus document with a few mutations.
 fn mutate(rng: &mut Rng, docs: &[String]) -> Vec<u8> {
-    let mut doc = rng.pick(docs).clone().into_bytes();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(doc.len() + 1);
-        match rng.below(5) {
-            0 if !doc.is_empty() => {
-                let i = at.min(doc.len() - 1);
-                doc[i] = rng.next() as u8;
-            }
-            1 => {
-                let t = rng.pick(XML_TOKENS).as_bytes();
-                doc.splice(at..at, t.iter().copied());
-            }
-            2 => {
-                let end = (at + rng.below(64)).min(doc.len());
-                doc.drain(at..end);
-            }
-            3 => {
-                let end = (at + rng.below(64)).min(doc.len());
-                let piece: Vec<u8> = doc[at..end].to_vec();
-                doc.splice(at..at, piece.iter().copied().cycle().take(piece.len() * 8));
-            }
-            _ => doc.truncate(at),
-        }
-    }
-    doc
+    let doc = rng.pick(docs).clone();
+    harness::mutate(rng, doc.as_bytes(), XML_TOKENS)
 }
 
 #[test]
@@ -193,62 +126,6 @@ fn the_ceb_verifier_and_signer_never_panic() {
             }
         },
     );
-}
-
-/// A random JSON value, shallow or deep, with the awkward numbers and strings.
-fn json_value(rng: &mut Rng, depth: usize) -> String {
-    let leaf = |rng: &mut Rng| -> String {
-        rng.pick(&[
-            "null",
-            "true",
-            "0",
-            "-1",
-            "1e400",
-            "123456789012345678901234567890",
-            "143.64",
-            "0.1",
-            "\"\"",
-            "\"143.640\"",
-            "\"订单\"",
-            "\"\\u0000\"",
-            "\"\\ud800\"",
-            "\"a\\\"b\"",
-            "{}",
-            "[]",
-            "9007199254740993",
-            "-0.0",
-            "1E-400",
-        ])
-        .to_string()
-    };
-    if depth == 0 || rng.below(3) == 0 {
-        return leaf(rng);
-    }
-    if rng.below(2) == 0 {
-        let items: Vec<String> = (0..rng.below(4))
-            .map(|_| json_value(rng, depth - 1))
-            .collect();
-        format!("[{}]", items.join(","))
-    } else {
-        let keys = [
-            "sessionID",
-            "sessionId",
-            "guid",
-            "totalAmount",
-            "orderNo",
-            "goodsInfo",
-            "gname",
-            "_method",
-            "args",
-            "xml",
-            "data",
-            "x",
-        ];
-        let items: Vec<String> = (0..rng.below(4))
-            .map(|_| format!("\"{}\":{}", rng.pick(&keys), json_value(rng, depth - 1)))
-            .collect();
-        format!("{{{}}}", items.join(","))
-    }
 }
 
 /// A valid 179 order with one field replaced by a random value, or random JSON, or a

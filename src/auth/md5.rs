@@ -86,6 +86,15 @@ impl Md5Scheme {
         let timestamp = timestamp.ok_or(AuthError::MissingHeader("X-Timestamp"))?;
         let signature = signature.ok_or(AuthError::MissingHeader("X-Signature"))?;
         let ts = parse_ms(timestamp)?;
+        // the method is signed run together with the path: a path that starts with `/` (as every
+        // request target this server routes does) is where the method ends, so no letter of
+        // the method can pass for the path's
+        if !req.path.starts_with('/') {
+            return Err(AuthError::Malformed(
+                "request path",
+                "the md5 scheme signs a path that starts with /".into(),
+            ));
+        }
         let mut given = [0u8; 16];
         let given = super::decode_hex(signature, &mut given).ok_or(AuthError::Malformed(
             "X-Signature",
@@ -218,5 +227,35 @@ mod tests {
             AuthError::BadSignature
         );
         assert!(!AuthError::BadSignature.to_string().contains(&sig));
+    }
+
+    /// The signed string runs its fields together, so bytes moved across a boundary keep the
+    /// signature: a leading zero kept the timestamp's value while the path lost its final 0,
+    /// and a method's last letter could become the path's first (found by tests/fuzz_auth.rs).
+    #[test]
+    fn moving_bytes_between_signed_fields_is_refused() {
+        let s = Md5Scheme::new(3000, 100);
+        let ts = NOW.to_string();
+        let sig = md5_signature("POST", "/api/orders/100", &ts, b"{}", "s3cret");
+        let check = |method: &str, path: &str, ts: &str| {
+            let headers = vec![
+                ("x-timestamp".to_string(), ts.to_string()),
+                ("x-signature".to_string(), sig.clone()),
+            ];
+            let req = RequestParts::for_tests(method, path, "", "h", &headers, b"{}");
+            s.verify(&req, &clients(), NOW)
+        };
+        assert_eq!(
+            check("POST", "/api/orders/10", &format!("0{ts}")).unwrap_err(),
+            AuthError::MalformedTimestamp
+        );
+        assert!(matches!(
+            check("POS", "T/api/orders/100", &ts).unwrap_err(),
+            AuthError::Malformed("request path", _)
+        ));
+        assert_eq!(
+            check("POST", "/api/orders/100", &ts).unwrap().client,
+            "default"
+        );
     }
 }

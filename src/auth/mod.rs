@@ -165,7 +165,7 @@ impl fmt::Display for AuthError {
             AuthError::MalformedTimestamp => {
                 write!(
                     f,
-                    "malformed X-Timestamp: expected milliseconds since the epoch"
+                    "malformed X-Timestamp: expected milliseconds since the epoch, digits without a leading 0"
                 )
             }
             AuthError::OutsideWindow {
@@ -199,11 +199,14 @@ impl fmt::Display for AuthError {
 
 // ---- rules every scheme shares: timestamps, the window, replays ----
 
-/// Milliseconds since the epoch, digits only.
+/// Milliseconds since the epoch, digits only and none leading with 0: md5 signs the timestamp
+/// run together with the path, so a leading zero (which keeps the value) would let a path's final
+/// 0 move into it under the same signature.
 pub fn parse_ms(timestamp: &str) -> Result<u64, AuthError> {
     if timestamp.is_empty()
         || timestamp.len() > 16
         || !timestamp.bytes().all(|b| b.is_ascii_digit())
+        || (timestamp.len() > 1 && timestamp.starts_with('0'))
     {
         return Err(AuthError::MalformedTimestamp);
     }

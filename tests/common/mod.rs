@@ -3,6 +3,7 @@
 //! exactly the bytes they mean (malformed ones included). Every wait is a poll with a deadline.
 #![allow(dead_code)]
 
+pub mod fuzz;
 pub mod haproxy;
 pub mod receiver;
 pub mod standin;
