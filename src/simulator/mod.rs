@@ -336,7 +336,10 @@ impl Shared {
         }
         let next = 1 - self.current.load(Ordering::SeqCst).min(1);
         self.current.store(next, Ordering::SeqCst);
-        log::info!("simulator: swapped the card (now the {} one)", ["first", "second"][next]);
+        log::info!(
+            "simulator: swapped the card (now the {} one)",
+            ["first", "second"][next]
+        );
         Ok(())
     }
 }
