@@ -40,6 +40,11 @@ pub struct Metrics {
     /// UKey method label (a closed set, see `ukey::methods`) → durations of the calls the card
     /// answered.
     ukey_call_seconds: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Calls sent to the card (callers' and the proxy's own), by method label (#28.3); one
+    /// slot per label of the closed set (`ukey::methods::LABELS`), so counting takes no lock.
+    ukey_calls: [AtomicU64; crate::ukey::methods::LABELS],
+    /// Callers' identity reads answered without a card call of their own, by method label.
+    ukey_cache_answers: [AtomicU64; crate::ukey::methods::LABELS],
     pub reconnects: AtomicU64,
     pub probe_failures: AtomicU64,
     /// Calls answered 503 at once because the card was busy (admission, queue, caps).
@@ -72,6 +77,31 @@ impl Metrics {
                 .or_default()
                 .observe(took);
         }
+    }
+
+    /// A call was sent to the card.
+    pub fn ukey_sent(&self, label: &str) {
+        self.ukey_calls[crate::ukey::methods::index(label)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A caller's identity read was answered from the cache (or with an identical read's).
+    pub fn ukey_cache_answer(&self, method: &str) {
+        self.ukey_cache_answers[crate::ukey::methods::index(method)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (label, calls sent to the card, cache answers) for every label that has either.
+    pub fn ukey_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        (0..crate::ukey::methods::LABELS)
+            .map(|i| {
+                (
+                    crate::ukey::methods::label_at(i),
+                    self.ukey_calls[i].load(Ordering::Relaxed),
+                    self.ukey_cache_answers[i].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, calls, cached)| *calls + *cached > 0)
+            .collect()
     }
 
     pub fn count(counter: &AtomicU64) {

@@ -47,6 +47,8 @@ pub fn get(app: &App, _: &Input, ex: &mut Exchange) -> Reply {
         },
         "client_restart": crate::sync::lock(&status.client_restart).clone(),
         "in_flight": status.in_flight.load(Ordering::SeqCst),
+        // #28: the identity reads answered without the card on this connection
+        "identity_cache": status.identity.methods(),
         "webhook_backlog": {"events": backlog.0, "bytes": backlog.1, "dropped": backlog.2},
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -44,6 +44,28 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
         "Time the card took to answer a call (sent to answered), by UKey method.",
         &calls,
     );
+    // #28.3: what the card spent its time on, and what it was spared; labels from the closed set
+    let counts = m.ukey_counts();
+    let sent: Vec<(String, f64)> = counts
+        .iter()
+        .map(|(method, n, _)| (format!("method=\"{}\"", label(method)), *n as f64))
+        .collect();
+    e.labelled(
+        "chinaport_ukey_calls_total",
+        "counter",
+        "Calls sent to the card (callers' and the proxy's own probe and certificate reads), by UKey method.",
+        &sent,
+    );
+    let cached: Vec<(String, f64)> = counts
+        .iter()
+        .map(|(method, _, n)| (format!("method=\"{}\"", label(method)), *n as f64))
+        .collect();
+    e.labelled(
+        "chinaport_ukey_cache_answers_total",
+        "counter",
+        "Identity reads answered without a card call of their own (from the per-connection cache, or with an identical read's answer), by UKey method.",
+        &cached,
+    );
     let gauge = |v: bool| if v { 1.0 } else { 0.0 };
     let (pending, bytes, dropped) = app.webhooks.backlog();
     let singles: [(&str, &str, &str, f64); 12] = [

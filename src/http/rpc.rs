@@ -5,6 +5,7 @@ use super::App;
 use super::audit;
 use super::exchange::{Exchange, Input};
 use super::reply::{Body, Reply};
+use crate::sign::{SIGN_METHOD, SignError};
 use crate::ukey::{CallError, frame};
 use serde_json::{Map, Value};
 
@@ -58,6 +59,19 @@ pub fn call_error_reply(e: &CallError) -> Reply {
     }
 }
 
+/// The self-check of a signature answered through `/rpc`, as the customs endpoints do it:
+/// against the signing certificate cached for this connection (asked for when not cached).
+/// A frame without a signature is the card's to explain and goes back as it is.
+fn self_check(app: &App, ex: &Exchange, f: &Value, data: &str) -> Result<(), SignError> {
+    let Some((signature, cert_no)) = frame::signature_and_cert(f, app.ukey.status().cert_no())
+    else {
+        return Ok(());
+    };
+    let card = super::domain::card(app, ex);
+    let cert = card.sign_cert()?;
+    card.self_check(&cert, &cert_no, data.as_bytes(), &signature)
+}
+
 /// `POST /rpc`: runs the call and maps the outcome. The reply frame is the card's, without `_id`,
 /// with the password masked.
 pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
@@ -67,6 +81,15 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
         Err(e) => return Reply::error(400, e),
     };
     ex.ukey_method = Some(call.method.clone());
+    // #28.2: a signature goes back only once it verifies against the card's certificate
+    let check = (app.config.ukey.self_check && call.method == SIGN_METHOD)
+        .then(|| {
+            call.args
+                .get("inData")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .flatten();
     if log::log_enabled!(log::Level::Debug) {
         let args = app.masker.masked(&Value::Object(call.args.clone()));
         log::debug!("[{request_id}] rpc {} args {}", call.method, args);
@@ -80,10 +103,11 @@ pub fn post(app: &App, input: &Input, ex: &mut Exchange) -> Reply {
     );
     ex.note_card(&outcome);
     let mut reply = match outcome {
-        Ok(f) => {
-            let status = if frame::succeeded(&f) { 200 } else { 400 };
-            Reply::json(status, f)
-        }
+        Ok(f) if !frame::succeeded(&f) => Reply::json(400, f),
+        Ok(f) => match check.map(|data| self_check(app, ex, &f, &data)) {
+            Some(Err(e)) => super::domain::reply(&e, request_id),
+            _ => Reply::json(200, f),
+        },
         Err(e) => call_error_reply(&e),
     };
     if let Body::Json(f) = &mut reply.body {

@@ -104,6 +104,10 @@ impl Card<'_> {
             cert.info.algorithm.name()
         );
         log::error!("[{}] {message}", self.request_id);
+        // whatever is cached may describe another card than the one that signed (#28.1)
+        self.ukey.forget_identity(format!(
+            "a signature did not verify against certificate {cert_no}"
+        ));
         self.webhooks.failure(
             "signature_mismatch",
             &message,

@@ -9,6 +9,6 @@ mod card;
 mod error;
 mod workflows;
 
-pub use card::{Card, SignCert};
+pub use card::{Card, SIGN_METHOD, SignCert};
 pub use error::SignError;
 pub use workflows::{CebSigned, sign_179, sign_ceb, sign_source};

@@ -4,8 +4,11 @@
 //!
 //! The knobs are set through `Faults` in process, from the command line of `simulate`, or by a
 //! client at run time with two extra methods (through the proxy's `/rpc` too):
-//! `sim-ctl_Faults` (args: `latency_ms`, `silent`, `errors`, `drop_after`, `refuse`, `clear`)
-//! and `sim-ctl_Drop` (closes the connection at once, without an answer).
+//! `sim-ctl_Faults` (args: `latency_ms`, `silent`, `errors`, `drop_after`, `refuse`,
+//! `bad_signatures`, `swap_card`, `clear`) and `sim-ctl_Drop` (closes the connection at once,
+//! without an answer). `swap_card` plays another card put in the reader, on the same socket and
+//! without a word: another key and certificate number from the next call on (swapping again
+//! puts the first card back).
 
 pub mod card;
 mod methods;
@@ -47,6 +50,8 @@ pub struct Faults {
     pub requests_seen: AtomicU64,
     /// Sign over other data than asked: signatures that do not verify.
     pub bad_signatures: AtomicBool,
+    /// Swaps asked for and not yet carried out (`swap_card`), taken by the next request.
+    swaps_asked: AtomicUsize,
 }
 
 impl Faults {
@@ -100,6 +105,9 @@ impl Faults {
         }
         if let Some(b) = args.get("bad_signatures").and_then(Value::as_bool) {
             self.bad_signatures.store(b, Ordering::SeqCst);
+        }
+        if args.get("swap_card").and_then(Value::as_bool) == Some(true) {
+            self.swaps_asked.fetch_add(1, Ordering::SeqCst);
         }
         if let Some(methods) = args.get("silent").and_then(Value::as_array) {
             for m in methods.iter().filter_map(Value::as_str) {
@@ -174,7 +182,9 @@ impl Default for SimOptions {
 
 struct Shared {
     options: SimOptions,
-    card: Card,
+    /// The card in the reader (0) and the other one (1, made on the first swap).
+    cards: Mutex<Vec<Arc<Card>>>,
+    current: AtomicUsize,
     faults: Arc<Faults>,
     /// The last `RECEIVED_KEPT` requests; a deque, because dropping the oldest from a full
     /// `Vec` moved all 10,000 others on every frame.
@@ -211,7 +221,8 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,
-            card,
+            cards: Mutex::new(vec![Arc::new(card)]),
+            current: AtomicUsize::new(0),
             faults: Arc::new(Faults::default()),
             received: Mutex::new(VecDeque::new()),
             accepted: AtomicUsize::new(0),
@@ -242,6 +253,13 @@ impl Simulator {
         &self.shared.faults
     }
 
+    /// Puts the other card in the reader (made on first use: another key, another certificate
+    /// number), on the same connections; returns its certificate number.
+    pub fn swap_card(&self) -> Result<String, String> {
+        self.shared.swap()?;
+        Ok(self.cert_no())
+    }
+
     /// Every request frame received so far (passwords as sent: this is the card's view).
     pub fn received(&self) -> Vec<Value> {
         lock(&self.shared.received).iter().cloned().collect()
@@ -249,17 +267,17 @@ impl Simulator {
 
     /// The signature this simulator gives for `data` (what `cus-sec_SpcSignDataAsPEM` answers).
     pub fn signature_of(&self, data: &str) -> String {
-        self.shared.card.sign(data.as_bytes()).unwrap_or_default()
+        self.shared.card().sign(data.as_bytes()).unwrap_or_default()
     }
 
     /// The certificate number it reports.
     pub fn cert_no(&self) -> String {
-        self.shared.card.cert_no()
+        self.shared.card().cert_no()
     }
 
     /// Its signing certificate, DER.
     pub fn sign_cert_der(&self) -> Vec<u8> {
-        self.shared.card.sign_cert_der().to_vec()
+        self.shared.card().sign_cert_der().to_vec()
     }
 
     /// Connections accepted so far (refused ones included).
@@ -299,6 +317,30 @@ impl Simulator {
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+impl Shared {
+    /// The card in the reader now.
+    fn card(&self) -> Arc<Card> {
+        let cards = lock(&self.cards);
+        let i = self.current.load(Ordering::SeqCst).min(cards.len() - 1);
+        cards[i].clone()
+    }
+
+    fn swap(&self) -> Result<(), String> {
+        let mut cards = lock(&self.cards);
+        if cards.len() < 2 {
+            let kind = cards[0].kind();
+            cards.push(Arc::new(Card::generate(kind)?));
+        }
+        let next = 1 - self.current.load(Ordering::SeqCst).min(1);
+        self.current.store(next, Ordering::SeqCst);
+        log::info!(
+            "simulator: swapped the card (now the {} one)",
+            ["first", "second"][next]
+        );
+        Ok(())
     }
 }
 
@@ -389,6 +431,10 @@ fn answer(ws: &mut WebSocket<TcpStream>, shared: &Shared, frame: &Value) -> Resu
     if shared.faults.is_silent(method) {
         return Ok(());
     }
+    while shared.faults.swaps_asked.load(Ordering::SeqCst) > 0 {
+        shared.faults.swaps_asked.fetch_sub(1, Ordering::SeqCst);
+        shared.swap()?;
+    }
     let latency = shared.faults.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         std::thread::sleep(Duration::from_millis(latency));
@@ -400,7 +446,7 @@ fn answer(ws: &mut WebSocket<TcpStream>, shared: &Shared, frame: &Value) -> Resu
             methods::check_password(&shared.options.password, &args).and_then(|()| match method {
                 "sim-ctl_Faults" => Ok(vec![shared.faults.apply(&args).to_string()]),
                 _ => methods::call(
-                    &shared.card,
+                    &shared.card(),
                     method,
                     &args,
                     shared.faults.bad_signatures.load(Ordering::SeqCst),

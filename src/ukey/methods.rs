@@ -19,6 +19,23 @@ pub const KNOWN: &[&str] = &[
 /// The label shared by every method outside [`KNOWN`].
 pub const OTHER: &str = "other";
 
+/// How many labels there are: the known methods and [`OTHER`].
+pub const LABELS: usize = KNOWN.len() + 1;
+
+/// The slot of a method's label in per-label counters: its place in [`KNOWN`], or the last
+/// for [`OTHER`].
+pub fn index(method: &str) -> usize {
+    KNOWN
+        .iter()
+        .position(|known| *known == method)
+        .unwrap_or(KNOWN.len())
+}
+
+/// The label of slot `i` (see [`index`]).
+pub fn label_at(i: usize) -> &'static str {
+    KNOWN.get(i).copied().unwrap_or(OTHER)
+}
+
 /// The longest `_method` the proxy accepts. The documented names are 20–32 characters; 128 leaves
 /// room for vendor methods we have not seen while keeping every stored copy (metrics, the status
 /// page's recent calls, log lines, audit webhooks) small.

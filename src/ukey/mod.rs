@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod expiry;
 pub mod frame;
+pub mod identity;
 pub mod lockout;
 pub mod methods;
 pub mod oneshot; // public for benches/load.rs, whose floor server waits the same way
@@ -213,6 +214,8 @@ pub struct Status {
     pub cert_not_after: AtomicU64,
     /// The last restart of the client software, as `/health` shows it.
     pub client_restart: Mutex<Option<serde_json::Value>>,
+    /// The identity answers of the current connection, as workers read them (#28).
+    pub identity: identity::Published,
 }
 
 impl Status {
@@ -355,6 +358,13 @@ impl Ukey {
         self.timeout
     }
 
+    /// Drops the identity cache at once (a signature did not verify against the cached
+    /// certificate: the card may have been swapped); the UKey thread reads the card again.
+    pub fn forget_identity(&self, why: String) {
+        self.status.identity.forget(why);
+        self.bell.job_queued();
+    }
+
     /// Restarts the E-Port client software (see `restart`).
     pub fn restarter(&self) -> &restart::Restarter {
         &self.restarter
@@ -375,6 +385,13 @@ impl Ukey {
     ) -> CallResult {
         if self.status.password_refused.load(Ordering::SeqCst) {
             return Err(CallError::PasswordRefused);
+        }
+        // #28: what the card said about itself on this connection, without waiting for it
+        if let Some(key) = identity::key(method, &args)
+            && let Some(frame) = self.status.identity.get(key)
+        {
+            crate::metrics::global().ukey_cache_answer(key);
+            return Ok(Value::clone(&frame));
         }
         let deadline = arrived + self.timeout;
         let ahead = self.enter(client);

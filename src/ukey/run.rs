@@ -104,6 +104,10 @@ impl Runner {
         if self.bell.stop_requested() {
             return self.stop();
         }
+        // before the jobs: none of them may be answered from a cache a worker found wrong
+        if let Some(why) = self.status.identity.take_forget() {
+            self.feed(Event::Forget(why));
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(Command::Call(job)) => self.feed(Event::Job(job)),
@@ -142,10 +146,11 @@ impl Runner {
             let mut lost = None;
             for action in std::mem::take(&mut self.actions) {
                 match action {
-                    Action::Send { frame, to } => {
+                    Action::Send { frame, to, label } => {
                         if lost.is_some() {
                             continue;
                         }
+                        crate::metrics::global().ukey_sent(label);
                         if log::log_enabled!(log::Level::Debug) {
                             log::debug!("[{to}] UKey <- {}", self.masker.mask_json_text(&frame));
                         }
@@ -271,6 +276,8 @@ impl Runner {
                     .store(now_ms(), Ordering::SeqCst);
                 self.status.set_last_error(None);
                 self.status.set_sign_cert(None);
+                // a new connection may be to another card
+                self.status.identity.clear();
                 // a new connection is healthy only once its own probe has passed
                 self.status.last_probe_ok.store(false, Ordering::SeqCst);
                 let url = &self.endpoint.url;
@@ -301,6 +308,7 @@ impl Runner {
             }
             Report::Lost { why } => {
                 self.disconnected();
+                self.status.identity.clear();
                 crate::metrics::Metrics::count(&metrics.reconnects);
                 self.status.set_last_error(Some(why.clone()));
                 log::warn!(
@@ -357,6 +365,18 @@ impl Runner {
                 }
             }
             Report::Answered { method, took } => metrics.ukey_call(&method, took),
+            Report::Cached { key, frame } => self.status.identity.put(key, frame),
+            Report::CacheDropped { why, entries } => {
+                self.status.identity.clear();
+                // the certificate is read again; until then signing workflows ask the card
+                self.status.set_sign_cert(None);
+                if entries > 0 {
+                    log::info!("UKey: identity cache dropped ({entries} answer(s)): {why}");
+                } else {
+                    log::debug!("UKey: identity cache dropped (empty): {why}");
+                }
+            }
+            Report::CacheAnswered { key } => metrics.ukey_cache_answer(key),
             Report::Restart(reason) => self.care.restarter.trigger(&reason),
         }
     }

@@ -6,12 +6,16 @@
 
 use super::queue::{FairQueue, Full};
 use super::restart;
-use super::{CallError, CallResult, Job, PROBE_METHOD, SIGN_CERT_METHOD, lockout};
+use super::{CallError, CallResult, Job, PROBE_METHOD, SIGN_CERT_METHOD, identity, lockout};
 use crate::config::UkeyConfig;
 use crate::mask::Masker;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The method whose answer carries the signing card's certificate number in `Data[1]`.
+const SIGN_METHOD: &str = "cus-sec_SpcSignDataAsPEM";
 
 /// The wait before the first retry; it doubles after each failed attempt, up to `BACKOFF_MAX`.
 pub(super) const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -61,14 +65,21 @@ pub(super) enum Event {
     Closed(String),
     /// Time passed: expire what is due, start a due probe, send what the free slots allow.
     Tick,
+    /// The identity cache must go (a worker's self-check failed: the card may have changed).
+    Forget(String),
     /// Answer what is left and end.
     Shutdown,
 }
 
 /// What to do.
 pub(super) enum Action {
-    /// Write this frame to the card (`to` names who it is for, for the debug log).
-    Send { frame: String, to: String },
+    /// Write this frame to the card (`to` names who it is for, for the debug log; `label` is
+    /// the method's metric label).
+    Send {
+        frame: String,
+        to: String,
+        label: &'static str,
+    },
     /// Hand a worker its answer.
     Answer(Job, CallResult),
     /// Open the connection now, then feed `Connected` or `ConnectFailed`.
@@ -125,6 +136,21 @@ pub(super) enum Report {
     },
     /// The client software should be restarted, for this reason.
     Restart(String),
+    /// The card's answer to an identity read, now cached for this connection.
+    Cached {
+        key: &'static str,
+        frame: Arc<Value>,
+    },
+    /// The identity cache was emptied (`entries` it held), for this reason.
+    CacheDropped {
+        why: String,
+        entries: usize,
+    },
+    /// A caller's identity read was answered without a card call of its own: from the cache,
+    /// or with the answer to an identical read already on its way.
+    CacheAnswered {
+        key: &'static str,
+    },
 }
 
 /// Who is waiting for a frame.
@@ -140,6 +166,14 @@ enum Origin {
 }
 
 impl Origin {
+    /// The identity read this origin makes, if it is one.
+    fn identity(&self) -> Option<&'static str> {
+        match self {
+            Origin::Caller(job) => identity::key(&job.method, &job.args),
+            Origin::Probe { .. } => Some(PROBE_METHOD),
+            Origin::SignCert { .. } => Some(SIGN_CERT_METHOD),
+        }
+    }
     fn deadline(&self) -> Instant {
         match self {
             Origin::Caller(job) => job.deadline,
@@ -159,6 +193,9 @@ struct Sent {
     method: String,
     origin: Origin,
     sent_at: Instant,
+    /// The identity read this is, and the cache generation it was sent in: an answer given
+    /// before the cache was dropped may describe the card that was there then.
+    identity: Option<(&'static str, u64)>,
 }
 
 /// A connected session's calls.
@@ -179,6 +216,16 @@ struct Calls {
     /// The card has answered with `_id`s on this connection: a reply without one is then not
     /// the fallback for a client software that never sends them, and is not matched.
     ids_seen: bool,
+    /// What the card answered to identity reads on this connection (see `identity`).
+    identity: HashMap<&'static str, Arc<Value>>,
+    /// Bumped each time the cache is dropped.
+    generation: u64,
+    /// Identity reads queued or on the card, by key, with the callers waiting for the same
+    /// read (#28.4: sent once, answered to all).
+    reading: HashMap<&'static str, Vec<Job>>,
+    /// The certificate number the last signature named (`Data[1]`): a different one means
+    /// another card.
+    signed_as: Option<String>,
 }
 
 enum Link {
@@ -268,6 +315,7 @@ impl Session {
             .filter(caller)
             .count()
             + c.callers.len()
+            + c.reading.values().map(Vec::len).sum::<usize>()
     }
 
     /// The earliest instant something is due (a retry, a deadline, a probe); `None` when
@@ -282,7 +330,8 @@ impl Session {
                     .values()
                     .map(|sent| sent.origin.deadline())
                     .chain(c.internal.iter().map(Origin::deadline))
-                    .chain(c.callers.deadlines());
+                    .chain(c.callers.deadlines())
+                    .chain(c.reading.values().flatten().map(|job| job.deadline));
                 let probe = (!c.probe_pending && !self.refused).then_some(c.next_probe);
                 deadlines.chain(probe).chain(Some(c.next_cert_check)).min()
             }
@@ -302,6 +351,7 @@ impl Session {
                 }
             }
             Event::Tick => self.on_tick(now, out),
+            Event::Forget(why) => self.drop_identity(now, why, out),
             Event::Shutdown => self.shut_down(out),
         }
     }
@@ -322,6 +372,12 @@ impl Session {
         internal.push_back(Origin::SignCert {
             deadline: now + self.settings.timeout,
         });
+        // callers who read the certificate or its number meanwhile get these reads' answers
+        // (#28.4); the probe is queued on the next tick
+        let mut reading = HashMap::from([(SIGN_CERT_METHOD, Vec::new())]);
+        if !self.refused {
+            reading.insert(PROBE_METHOD, Vec::new());
+        }
         self.link = Link::Up(Box::new(Calls {
             in_flight: HashMap::new(),
             internal,
@@ -332,6 +388,10 @@ impl Session {
             late_ids: VecDeque::new(),
             idless_ambiguous: false,
             ids_seen: false,
+            identity: HashMap::new(),
+            generation: 0,
+            reading,
+            signed_as: None,
         }));
     }
 
@@ -402,6 +462,12 @@ impl Session {
         for job in c.callers.drain() {
             out.push(Action::Answer(job, Err(queued.clone())));
         }
+        // their own call was never sent
+        for (_, jobs) in c.reading.drain() {
+            for job in jobs {
+                out.push(Action::Answer(job, Err(queued.clone())));
+            }
+        }
     }
 
     // ---- calls ---------------------------------------------------------------------------------
@@ -409,19 +475,38 @@ impl Session {
     fn on_job(&mut self, job: Job, out: &mut Vec<Action>) {
         match &mut self.link {
             Link::Up(c) => {
-                if let Err((job, full)) = c.callers.push(job) {
-                    log::warn!(
-                        "[{}] UKey queue full{}; answering busy",
-                        job.request_id,
-                        match full {
-                            Full::Queue => "",
-                            Full::Share => " for this client's share",
+                let key = identity::key(&job.method, &job.args);
+                if let Some(key) = key {
+                    if let Some(frame) = c.identity.get(key) {
+                        out.push(Action::Report(Report::CacheAnswered { key }));
+                        out.push(Action::Answer(job, Ok(Value::clone(frame))));
+                        return;
+                    }
+                    if let Some(waiting) = c.reading.get_mut(key) {
+                        waiting.push(job);
+                        return;
+                    }
+                }
+                match c.callers.push(job) {
+                    Ok(()) => {
+                        if let Some(key) = key {
+                            c.reading.insert(key, Vec::new());
                         }
-                    );
-                    out.push(Action::Answer(
-                        job,
-                        Err(CallError::Busy { retry_after_s: 1 }),
-                    ));
+                    }
+                    Err((job, full)) => {
+                        log::warn!(
+                            "[{}] UKey queue full{}; answering busy",
+                            job.request_id,
+                            match full {
+                                Full::Queue => "",
+                                Full::Share => " for this client's share",
+                            }
+                        );
+                        out.push(Action::Answer(
+                            job,
+                            Err(CallError::Busy { retry_after_s: 1 }),
+                        ));
+                    }
                 }
             }
             Link::Stopped => out.push(Action::Answer(job, Err(CallError::ShuttingDown))),
@@ -464,6 +549,8 @@ impl Session {
             c.internal.push_front(Origin::Probe {
                 deadline: now + timeout,
             });
+            // callers reading the certificate number meanwhile get the probe's answer
+            c.reading.entry(PROBE_METHOD).or_default();
         }
         self.pump(now, out);
     }
@@ -484,13 +571,18 @@ impl Session {
             else {
                 return;
             };
+            let key = origin.identity();
             let mut origin = match origin {
                 // every frame carries the password: not one more attempt, by anyone
                 Origin::Caller(job) if refused => {
                     out.push(Action::Answer(job, Err(CallError::PasswordRefused)));
+                    release(c, key, out);
                     continue;
                 }
-                _ if refused => continue,
+                _ if refused => {
+                    release(c, key, out);
+                    continue;
+                }
                 // the card never works for a caller who will not be there to get the answer
                 Origin::Caller(job) if job.deadline <= too_late_before => {
                     log::warn!(
@@ -501,6 +593,20 @@ impl Session {
                         job,
                         Err(CallError::Late(self.settings.timeout)),
                     ));
+                    release(c, key, out);
+                    continue;
+                }
+                // answered meanwhile by another read of the same (the proxy's own, say)
+                Origin::Caller(job) if key.is_some_and(|k| c.identity.contains_key(k)) => {
+                    let Some(frame) = key.and_then(|k| c.identity.get(k)).cloned() else {
+                        continue;
+                    };
+                    let key = key.unwrap_or_default();
+                    let followers = c.reading.remove(key).unwrap_or_default();
+                    for job in std::iter::once(job).chain(followers) {
+                        out.push(Action::Report(Report::CacheAnswered { key }));
+                        out.push(Action::Answer(job, Ok(Value::clone(&frame))));
+                    }
                     continue;
                 }
                 other => other,
@@ -521,6 +627,7 @@ impl Session {
             out.push(Action::Send {
                 frame,
                 to: origin.label().to_string(),
+                label: super::methods::label(&method),
             });
             c.in_flight.insert(
                 id,
@@ -528,6 +635,7 @@ impl Session {
                     method,
                     origin,
                     sent_at: now,
+                    identity: key.map(|k| (k, c.generation)),
                 },
             );
         }
@@ -541,6 +649,17 @@ impl Session {
             return Ok(());
         };
         let mut probe_timed_out = false;
+        // callers waiting for another's identity read, past their own budget
+        for waiting in c.reading.values_mut() {
+            if waiting.iter().any(|job| job.deadline <= now) {
+                let (due, kept): (Vec<Job>, Vec<Job>) =
+                    waiting.drain(..).partition(|job| job.deadline <= now);
+                *waiting = kept;
+                for job in due {
+                    out.push(Action::Answer(job, Err(CallError::Late(timeout))));
+                }
+            }
+        }
         if c.in_flight
             .values()
             .any(|sent| sent.origin.deadline() <= now)
@@ -560,6 +679,7 @@ impl Session {
                     c.idless_ambiguous = true;
                 }
                 c.late_ids.push_back(id);
+                release(c, sent.identity.map(|(k, _)| k), out);
                 match sent.origin {
                     Origin::Caller(job) => {
                         log::warn!(
@@ -583,6 +703,7 @@ impl Session {
                 c.internal.drain(..).partition(|o| o.deadline() <= now);
             c.internal = kept.into();
             for origin in expired {
+                release(c, origin.identity(), out);
                 match origin {
                     Origin::Probe { .. } => probe_timed_out = true,
                     Origin::Caller(_) | Origin::SignCert { .. } => {}
@@ -592,6 +713,7 @@ impl Session {
         {
             let expired = c.callers.expire(now).into_iter().map(Origin::Caller);
             for origin in expired {
+                release(c, origin.identity(), out);
                 match origin {
                     Origin::Caller(job) => {
                         log::warn!(
@@ -685,6 +807,10 @@ impl Session {
             return;
         };
         frame.remove("_id");
+        if let Some((key, generation)) = sent.identity {
+            self.identity_answered(now, key, generation, &frame, out);
+        }
+        let signed = sent.method == SIGN_METHOD;
         match sent.origin {
             Origin::Caller(job) => {
                 let took = now.saturating_duration_since(sent.sent_at);
@@ -710,6 +836,9 @@ impl Session {
                 }
                 let answer = Value::Object(frame);
                 self.look_after_caller(now, &answer, out);
+                if signed {
+                    self.check_signer(now, &answer, out);
+                }
                 if log::log_enabled!(log::Level::Debug) {
                     log::debug!(
                         "[{}] UKey -> {}",
@@ -720,8 +849,121 @@ impl Session {
                 out.push(Action::Answer(job, Ok(answer)));
             }
             Origin::Probe { .. } => self.on_probe_reply(now, &frame, out),
-            Origin::SignCert { .. } => self.on_sign_cert(&frame, out),
+            Origin::SignCert { .. } => self.on_sign_cert(now, &frame, out),
         }
+    }
+
+    // ---- the identity cache (#28) --------------------------------------------------------------
+
+    /// An identity read was answered: every caller waiting for the same read gets the frame,
+    /// and a success is cached, unless the cache was dropped since it was sent. A certificate
+    /// number other than the cached one means another card: everything cached goes first.
+    fn identity_answered(
+        &mut self,
+        now: Instant,
+        key: &'static str,
+        generation: u64,
+        frame: &Map<String, Value>,
+        out: &mut Vec<Action>,
+    ) {
+        let Link::Up(c) = &mut self.link else { return };
+        let answer = Value::Object(frame.clone());
+        let readable = frame.contains_key("_status") || frame.contains_key("_args");
+        for job in c.reading.remove(key).unwrap_or_default() {
+            if readable {
+                out.push(Action::Report(Report::CacheAnswered { key }));
+                out.push(Action::Answer(job, Ok(answer.clone())));
+            } else {
+                out.push(Action::Answer(
+                    job,
+                    Err(CallError::BadReply(
+                        "the card's reply has neither _status nor _args".into(),
+                    )),
+                ));
+            }
+        }
+        if !readable || !super::frame::succeeded(&answer) || generation != c.generation {
+            return;
+        }
+        if key == PROBE_METHOD {
+            let cached = c.identity.get(key).and_then(|f| cert_no_of(f, 0));
+            let now_no = cert_no_of(&answer, 0);
+            if let (Some(was), Some(is)) = (cached, now_no)
+                && was != is
+            {
+                self.drop_identity_and(
+                    now,
+                    format!("the card's certificate number changed from {was} to {is}"),
+                    Refresh::Cert,
+                    out,
+                );
+            }
+        }
+        let Link::Up(c) = &mut self.link else { return };
+        let frame = Arc::new(answer);
+        c.identity.insert(key, frame.clone());
+        out.push(Action::Report(Report::Cached { key, frame }));
+    }
+
+    /// A signature names its card's certificate number (`Data[1]`): one other than the last
+    /// signature's (or, before the first, the cached one) means the card was swapped.
+    fn check_signer(&mut self, now: Instant, answer: &Value, out: &mut Vec<Action>) {
+        let Link::Up(c) = &mut self.link else { return };
+        if !super::frame::succeeded(answer) {
+            return;
+        }
+        let Some(signer) = cert_no_of(answer, 1) else {
+            return;
+        };
+        let known = c
+            .signed_as
+            .clone()
+            .or_else(|| c.identity.get(PROBE_METHOD).and_then(|f| cert_no_of(f, 0)));
+        c.signed_as = Some(signer.clone());
+        if let Some(known) = known
+            && known != signer
+        {
+            self.drop_identity(
+                now,
+                format!("a signature names certificate {signer}, not {known}: another card"),
+                out,
+            );
+        }
+    }
+
+    /// Empties the cache (the card may have changed), and reads the card's identity again: the
+    /// probe comes forward, the signing certificate is read anew.
+    fn drop_identity(&mut self, now: Instant, why: String, out: &mut Vec<Action>) {
+        self.drop_identity_and(now, why, Refresh::Both, out);
+    }
+
+    fn drop_identity_and(
+        &mut self,
+        now: Instant,
+        why: String,
+        refresh: Refresh,
+        out: &mut Vec<Action>,
+    ) {
+        let timeout = self.settings.timeout;
+        let Link::Up(c) = &mut self.link else { return };
+        let entries = c.identity.len();
+        c.identity.clear();
+        c.generation += 1;
+        c.signed_as = None;
+        if matches!(refresh, Refresh::Both | Refresh::Probe) && !c.probe_pending && !self.refused {
+            // queued on the next tick: callers reading the number meanwhile wait for it
+            c.next_probe = now;
+            c.reading.entry(PROBE_METHOD).or_default();
+        }
+        if matches!(refresh, Refresh::Both | Refresh::Cert)
+            && !c.reading.contains_key(SIGN_CERT_METHOD)
+        {
+            c.internal.push_back(Origin::SignCert {
+                deadline: now + timeout,
+            });
+            c.reading.insert(SIGN_CERT_METHOD, Vec::new());
+        }
+        out.push(Action::Report(Report::CacheDropped { why, entries }));
     }
 
     /// What a reply to one of the proxy's own calls (probe, certificate) is looked at for: a
@@ -740,6 +982,9 @@ impl Session {
     /// and arguments (which the card may echo); a reply that looks like a refusal brings the
     /// probe forward, and the probe's reply (the proxy's own call) decides.
     fn look_after_caller(&mut self, now: Instant, answer: &Value, out: &mut Vec<Action>) {
+        if let Some(error) = identity::card_gone(&super::frame::errors(answer)) {
+            self.drop_identity(now, format!("the card answered {error}"), out);
+        }
         if lockout::is_password_refusal(answer)
             && let Link::Up(c) = &mut self.link
             && !c.probe_pending
@@ -793,8 +1038,17 @@ impl Session {
     }
 
     /// Keeps the signing certificate for whoever needs it.
-    fn on_sign_cert(&mut self, frame: &Map<String, Value>, out: &mut Vec<Action>) {
+    fn on_sign_cert(&mut self, now: Instant, frame: &Map<String, Value>, out: &mut Vec<Action>) {
         let value = Value::Object(frame.clone());
+        if let Some(error) = identity::card_gone(&super::frame::errors(&value)) {
+            // not read again at once: the probe says first whether a card is there
+            self.drop_identity_and(
+                now,
+                format!("the card answered {error}"),
+                Refresh::Probe,
+                out,
+            );
+        }
         if lockout::is_password_refusal(&value) {
             self.on_password_refused(&value, out);
             return;
@@ -835,6 +1089,46 @@ impl Session {
         let old = self.call_time_us;
         let new = if old == 0 { took } else { (old * 4 + took) / 5 };
         self.call_time_us = new.max(1);
+    }
+}
+
+/// What to read again after the cache is dropped.
+enum Refresh {
+    Both,
+    Probe,
+    Cert,
+}
+
+/// `Data[i]` of a successful frame as a certificate number, compared trimmed and case folded.
+fn cert_no_of(frame: &Value, i: usize) -> Option<String> {
+    frame
+        .get("_args")
+        .and_then(|a| a.get("Data"))
+        .and_then(|d| d.get(i))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(identity::normal_cert_no)
+}
+
+/// The read of `key` left the queue or the card without an answer (expired, refused): the
+/// first caller waiting for it takes its place in the queue, the others wait for that one.
+fn release(c: &mut Calls, key: Option<&'static str>, out: &mut Vec<Action>) {
+    let Some(key) = key else { return };
+    let Some(mut waiting) = c.reading.remove(key) else {
+        return;
+    };
+    while !waiting.is_empty() {
+        let job = waiting.remove(0);
+        match c.callers.push(job) {
+            Ok(()) => {
+                c.reading.insert(key, waiting);
+                return;
+            }
+            Err((job, _)) => out.push(Action::Answer(
+                job,
+                Err(CallError::Busy { retry_after_s: 1 }),
+            )),
+        }
     }
 }
 
@@ -1566,5 +1860,294 @@ mod tests {
         r.call("d", SIGN, ms(2000));
         r.feed(Event::Tick);
         assert_eq!(methods(&r.sent()), [SIGN]);
+    }
+    // ---- #28: the identity cache ---------------------------------------------------------------
+
+    const ENT: &str = "cus-sec_SpcGetEntName";
+
+    fn cache_answers(r: &Rig) -> usize {
+        r.reports()
+            .iter()
+            .filter(|rep| matches!(rep, Report::CacheAnswered { .. }))
+            .count()
+    }
+
+    fn dropped(r: &Rig) -> bool {
+        r.reports()
+            .iter()
+            .any(|rep| matches!(rep, Report::CacheDropped { .. }))
+    }
+
+    #[test]
+    fn the_reads_made_on_connecting_answer_callers_at_once_as_the_card_gave_them() {
+        let mut r = Rig::connected(settings());
+        r.call("no", PROBE_METHOD, ms(2000));
+        r.call("cert", SIGN_CERT_METHOD, ms(2000));
+        assert!(r.sent().is_empty(), "the card was asked");
+        assert_eq!(cache_answers(&r), 2);
+        let answers = r.answers();
+        let no = answers[0].1.as_ref().unwrap();
+        assert_eq!(
+            no,
+            &json!({"_method": PROBE_METHOD, "_status": "00",
+                    "_args": {"Result": true, "Data": ["cert-1"]}})
+        );
+        assert_eq!(answers[1].1.as_ref().unwrap()["_args"]["Data"][0], "MIIB");
+        // a read with an argument asks about something else: to the card
+        let (reply, _answer) = oneshot::slot();
+        let mut args = Map::new();
+        args.insert("cert".into(), json!("MIIC"));
+        r.feed(Event::Job(Job {
+            method: "cus-sec_SpcGetValidTimeFromCert".into(),
+            args,
+            request_id: "v".into(),
+            client: None,
+            deadline: r.now + ms(2000),
+            reply,
+        }));
+        r.feed(Event::Tick);
+        assert_eq!(r.sent().len(), 1);
+    }
+
+    #[test]
+    fn an_identity_read_goes_to_the_card_once_then_is_cached_while_the_queue_is_long() {
+        let mut r = Rig::connected(settings());
+        r.call("ent-1", ENT, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        assert_eq!(methods(&sent), [ENT]);
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Co"]}));
+        assert!(
+            r.reports()
+                .iter()
+                .any(|rep| matches!(rep, Report::Cached { key, .. } if *key == ENT))
+        );
+        r.answers();
+        // a signature holds the card, others queue behind it
+        r.call("sig", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        r.sent();
+        r.call("queued", SIGN, ms(2000));
+        r.call("ent-2", ENT, ms(2000));
+        let answers = r.answers();
+        assert_eq!(answers.len(), 1, "answered before the queue moved");
+        assert_eq!(answers[0].0, "ent-2");
+        assert_eq!(answers[0].1.as_ref().unwrap()["_args"]["Data"][0], "Co");
+        // a failed identity read is not cached
+        let mut r = Rig::connected(settings());
+        r.call("e", ENT, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(
+            &sent[0],
+            json!({"Result": false, "Error": ["busy", "Err:Base1"]}),
+        );
+        r.answers();
+        r.call("e2", ENT, ms(2000));
+        r.feed(Event::Tick);
+        assert_eq!(methods(&r.sent()), [ENT]);
+    }
+
+    #[test]
+    fn a_card_gone_error_drops_the_cache_and_the_card_is_read_again() {
+        for code in ["Err:Custom50070", "Err:Custom50200", "未检测到卡"] {
+            let mut r = Rig::connected(settings());
+            r.call("sig", SIGN, ms(2000));
+            r.feed(Event::Tick);
+            let sent = r.sent();
+            r.reply(&sent[0], json!({"Result": false, "Error": [code]}));
+            assert!(dropped(&r), "{code}");
+            r.out.clear();
+            // the certificate number now comes from the card: the probe, brought forward
+            r.call("no", PROBE_METHOD, ms(2000));
+            assert!(
+                r.answers().is_empty(),
+                "{code}: answered from a dropped cache"
+            );
+            r.feed(Event::Tick);
+            let sent = r.sent();
+            assert_eq!(methods(&sent), [PROBE_METHOD]);
+            r.reply(&sent[0], json!({"Result": true, "Data": ["cert-2"]}));
+            let answers = r.answers();
+            assert_eq!(answers[0].1.as_ref().unwrap()["_args"]["Data"][0], "cert-2");
+            // and the signing certificate is read again
+            r.feed(Event::Tick);
+            assert_eq!(methods(&r.sent()), [SIGN_CERT_METHOD]);
+        }
+    }
+
+    #[test]
+    fn a_probe_naming_another_certificate_drops_what_the_old_card_said() {
+        let mut r = Rig::connected(settings());
+        r.call("ent", ENT, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Old Co"]}));
+        r.out.clear();
+        r.at(Duration::from_secs(30));
+        r.feed(Event::Tick);
+        let probe = r.sent();
+        assert_eq!(methods(&probe), [PROBE_METHOD]);
+        r.reply(&probe[0], json!({"Result": true, "Data": ["CERT-2"]}));
+        assert!(dropped(&r));
+        r.out.clear();
+        // the new number is cached, the old card's name is not
+        r.call("no", PROBE_METHOD, ms(2000));
+        assert_eq!(
+            r.answers()[0].1.as_ref().unwrap()["_args"]["Data"][0],
+            "CERT-2"
+        );
+        r.call("ent", ENT, ms(2000));
+        r.feed(Event::Tick);
+        // the new card's certificate first, then the name
+        assert_eq!(methods(&r.sent()), [SIGN_CERT_METHOD]);
+        // the same number again (another case) keeps the cache
+        let mut r = Rig::connected(settings());
+        r.at(Duration::from_secs(30));
+        r.feed(Event::Tick);
+        let probe = r.sent();
+        r.reply(&probe[0], json!({"Result": true, "Data": ["CERT-1"]}));
+        assert!(!dropped(&r));
+    }
+
+    #[test]
+    fn a_signature_by_another_certificate_drops_the_cache_before_it_is_answered() {
+        let mut r = Rig::connected(settings());
+        r.call("s1", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(&sent[0], json!({"Result": true, "Data": ["sig", "cert-1"]}));
+        assert!(!dropped(&r));
+        r.out.clear();
+        r.call("s2", SIGN, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(&sent[0], json!({"Result": true, "Data": ["sig", "cert-9"]}));
+        let at = |r: &Rig, f: &dyn Fn(&Action) -> bool| r.out.iter().position(f).unwrap();
+        let drop_at = at(&r, &|a| {
+            matches!(a, Action::Report(Report::CacheDropped { .. }))
+        });
+        let answer_at = at(&r, &|a| matches!(a, Action::Answer(..)));
+        assert!(drop_at < answer_at);
+        r.out.clear();
+        r.call("no", PROBE_METHOD, ms(2000));
+        assert!(r.answers().is_empty());
+    }
+
+    #[test]
+    fn a_workers_forget_and_a_reconnect_empty_the_cache() {
+        let mut r = Rig::connected(settings());
+        r.feed(Event::Forget("self-check failed".into()));
+        assert!(r.reports().contains(&Report::CacheDropped {
+            why: "self-check failed".into(),
+            entries: 2
+        }));
+        r.out.clear();
+        r.call("no", PROBE_METHOD, ms(2000));
+        assert!(r.answers().is_empty());
+        // reconnect: a new connection starts empty
+        let mut r = Rig::connected(settings());
+        r.call("ent", ENT, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Co"]}));
+        r.feed(Event::Closed("end of stream".into()));
+        r.at(Duration::from_secs(1));
+        r.feed(Event::Tick);
+        r.feed(Event::Connected);
+        r.out.clear();
+        r.call("ent", ENT, ms(2000));
+        assert!(r.answers().is_empty(), "answered from the old connection");
+    }
+
+    #[test]
+    fn a_read_sent_before_a_drop_is_not_cached() {
+        let mut r = Rig::connected(settings());
+        r.call("ent", ENT, ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.feed(Event::Forget("self-check failed".into()));
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Old Co"]}));
+        assert!(
+            !r.reports()
+                .iter()
+                .any(|rep| matches!(rep, Report::Cached { key, .. } if *key == ENT))
+        );
+    }
+
+    #[test]
+    fn concurrent_identical_reads_are_sent_once_and_all_get_the_answer() {
+        let mut r = Rig::connected(settings());
+        for i in 0..5 {
+            r.call(&format!("ent-{i}"), ENT, ms(2000));
+        }
+        r.call("other", "cus-sec_SpcGetEnvCertAsPEM", ms(2000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        assert_eq!(methods(&sent), [ENT]);
+        assert_eq!(r.s.callers_waiting(), 6);
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Co"]}));
+        let answers = r.answers();
+        assert_eq!(answers.len(), 5);
+        for (_, a) in &answers {
+            assert_eq!(a.as_ref().unwrap()["_args"]["Data"][0], "Co");
+        }
+        assert_eq!(cache_answers(&r), 4, "one of them was the card's own call");
+        r.feed(Event::Tick);
+        assert_eq!(methods(&r.sent()), ["cus-sec_SpcGetEnvCertAsPEM"]);
+    }
+
+    #[test]
+    fn right_after_connecting_readers_wait_for_the_proxys_own_reads() {
+        let mut r = Rig::new(settings());
+        r.feed(Event::Tick);
+        r.feed(Event::Connected);
+        for i in 0..3 {
+            r.call(&format!("no-{i}"), PROBE_METHOD, ms(2000));
+            r.call(&format!("cert-{i}"), SIGN_CERT_METHOD, ms(2000));
+        }
+        let mut sent_methods = Vec::new();
+        for _ in 0..2 {
+            r.feed(Event::Tick);
+            for f in r.sent() {
+                sent_methods.push(f["_method"].as_str().unwrap().to_string());
+                r.reply(&f, json!({"Result": true, "Data": ["x"]}));
+            }
+        }
+        assert_eq!(sent_methods, [PROBE_METHOD, SIGN_CERT_METHOD]);
+        assert_eq!(r.answers().len(), 6);
+    }
+
+    #[test]
+    fn a_waiting_reader_takes_over_when_the_read_it_waits_for_gives_up() {
+        let mut r = Rig::connected(settings());
+        r.call("held", SIGN, ms(5000));
+        r.feed(Event::Tick);
+        let held = r.sent();
+        r.call("short", ENT, ms(500));
+        r.call("long", ENT, ms(4000));
+        r.at(ms(500));
+        r.feed(Event::Tick);
+        let answers = r.answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, "short");
+        r.reply(&held[0], json!({"Result": true}));
+        r.answers();
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        assert_eq!(methods(&sent), [ENT], "the waiting reader's own call");
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Co"]}));
+        assert_eq!(r.answers()[0].0, "long");
+        // a waiting reader past its own budget is answered, its read left alone
+        let mut r = Rig::connected(settings());
+        r.call("first", ENT, ms(4000));
+        r.feed(Event::Tick);
+        let sent = r.sent();
+        r.call("brief", ENT, ms(100));
+        r.at(ms(100));
+        r.feed(Event::Tick);
+        assert!(matches!(r.answers()[..], [(_, Err(CallError::Late(_)))]));
+        r.reply(&sent[0], json!({"Result": true, "Data": ["Co"]}));
+        assert_eq!(r.answers()[0].0, "first");
     }
 }

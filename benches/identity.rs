@@ -1,0 +1,242 @@
+//! What the identity cache (#28) buys, as a benchmark (not a test): a card that answers each
+//! call after 150 ms, 16 keep-alive callers each signing message after message the way public
+//! signers and ERP code do: `cus-sec_SpcGetCertNo`, then `cus-sec_SpcSignDataAsPEM` (both must
+//! answer 200 for the message to count). Printed: messages signed per second with the cache on,
+//! and with it off (the same read given an argument, which the cache does not answer: every read
+//! goes to the card, as before #28), next to the card's own rate (one signature per card call).
+//! Goal: on ≥ 1.9 × off, and ≥ 97 % of the card's rate. Then the self-check's cost per
+//! signature (`ukey.self_check`), RSA and SM2, measured on the verification itself.
+//!
+//! Run: `cargo bench --bench identity`; `BENCH_CARD_SECONDS` sets each run's length (default
+//! 15), `BENCH_CARD_MS` the card's time per call (default 150).
+
+use chinaport_proxy::customs::cardsig;
+use chinaport_proxy::customs::cert::CertInfo;
+use chinaport_proxy::simulator::{Card, CardKind, SimOptions, Simulator};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "88888888";
+const CALLERS: usize = 16;
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One keep-alive connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(to: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect(to).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        Some(Conn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// One `/rpc` call; its status, or `None` when the connection broke.
+    fn call(&mut self, method: &str, args: Value) -> Option<u16> {
+        let body = json!({"_method": method, "args": args}).to_string();
+        let head = format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let (mut status, mut len) = (0u16, 0usize);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = l.split_whitespace().nth(1)?.parse().ok()?;
+            } else if let Some((n, v)) = l.split_once(':')
+                && n.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).ok()?;
+        Some(status)
+    }
+}
+
+fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let config = json!({
+        "server": {"host": "127.0.0.1", "port": "0"},
+        "ukey": {"url": card_url, "password": PASSWORD, "timeout_ms": 10000},
+        "auth": {"allow_unauthenticated": true},
+        "log": {"verbose": false}
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+        .arg("-config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("the proxy's log").unwrap();
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn wait_healthy(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") && out.contains("cus-sec_SpcGetSignCertAsPEM") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the proxy did not become healthy with its identity cache filled");
+}
+
+/// Messages signed per second by `CALLERS` callers, and messages that failed.
+fn run(cache: bool, secs: f64, card_ms: u64) -> (f64, usize) {
+    let dir = std::env::temp_dir().join(format!("bench-identity-{}-{cache}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(dir.join("card.pem")),
+        card: CardKind::Sm2,
+        cert_days: None,
+    })
+    .expect("simulator");
+    sim.faults().set_latency(Duration::from_millis(card_ms));
+    let (mut proxy, addr) = start_proxy(&sim.url(), &dir);
+    wait_healthy(addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (signed, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (stop, signed, failed) = (stop.clone(), signed.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).expect("connect");
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    // off: an argument makes the read one the cache does not answer
+                    let read_args = if cache { json!({}) } else { json!({"n": k}) };
+                    let ok = conn.call("cus-sec_SpcGetCertNo", read_args) == Some(200)
+                        && conn.call(
+                            "cus-sec_SpcSignDataAsPEM",
+                            json!({"inData": format!("message-{c}-{k}")}),
+                        ) == Some(200);
+                    if stop.load(Ordering::Relaxed) {
+                        break; // finished after the clock stopped: not counted
+                    }
+                    let n = if ok { &signed } else { &failed };
+                    n.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        conn = Conn::open(addr).expect("reconnect");
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        signed.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+/// Microseconds one self-check takes (verifying a signature against the certificate, parsed
+/// from base64 as `/rpc` does each time): (median, 95th percentile).
+fn self_check_us(kind: CardKind) -> (f64, f64) {
+    let card = Card::generate(kind).expect("a card");
+    let cert_b64 = card.sign_cert_b64();
+    let data = "<ceb:CEB311Message>order 4CDE1CFD … 143.64</ceb:CEB311Message>".repeat(8);
+    let sig = card.sign(data.as_bytes()).unwrap();
+    let mut times: Vec<f64> = (0..400)
+        .map(|_| {
+            let t = Instant::now();
+            let cert = CertInfo::from_base64(&cert_b64).unwrap();
+            cardsig::verify(&cert, data.as_bytes(), &sig).unwrap();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 95 / 100])
+}
+
+fn main() {
+    let secs = env_f64("BENCH_CARD_SECONDS", 15.0);
+    let card_ms = env_f64("BENCH_CARD_MS", 150.0) as u64;
+    let card_rate = 1000.0 / card_ms as f64;
+    println!(
+        "GetCertNo then SignDataAsPEM per message: card {card_ms} ms a call, {CALLERS} callers, {secs} s a run"
+    );
+    let (on, on_failed) = run(true, secs, card_ms);
+    let (off, off_failed) = run(false, secs, card_ms);
+    println!(
+        "| identity cache | messages signed / s | of the card's {card_rate:.2} signatures / s | failed |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| on | {on:.2} | {:.1} % | {on_failed} |",
+        100.0 * on / card_rate
+    );
+    println!(
+        "| off | {off:.2} | {:.1} % | {off_failed} |",
+        100.0 * off / card_rate
+    );
+    println!(
+        "on / off: {:.2} x (goal >= 1.9 x; on >= 97 % of the card's rate)",
+        on / off
+    );
+    println!("self-check per signature (ukey.self_check), parse + verify:");
+    println!("| card | median | p95 |");
+    println!("|---|---|---|");
+    for kind in [CardKind::Rsa, CardKind::Sm2] {
+        let (p50, p95) = self_check_us(kind);
+        println!("| {} | {p50:.0} µs | {p95:.0} µs |", kind.name());
+    }
+}
