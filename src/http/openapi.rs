@@ -1,5 +1,5 @@
 //! `GET /openapi.json`: the API description, `docs/openapi.yaml` (written in JSON, which is YAML
-//! too, so that it is served as it is). A test keeps it and the route table in step.
+//! too), served compact (build.rs). A test keeps it and the route table in step.
 
 use super::App;
 use super::exchange::{Exchange, Input};
@@ -16,9 +16,22 @@ pub fn get(_: &App, _: &Input, _: &mut Exchange) -> Reply {
     }
 }
 
-pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+/// `docs/openapi.yaml` as build.rs leaves it: its JSON, without comment lines or indentation.
+const OPENAPI_COMPACT: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
-/// The description without the YAML comment lines at its top: JSON.
+/// The description as served: JSON.
 pub fn openapi_json() -> &'static str {
-    &OPENAPI[OPENAPI.find('{').unwrap_or(0)..]
+    OPENAPI_COMPACT
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_served_description_is_the_file_in_the_tree() {
+        let file = include_str!("../../docs/openapi.yaml");
+        let file: serde_json::Value =
+            serde_json::from_str(&file[file.find('{').unwrap()..]).unwrap();
+        let served: serde_json::Value = serde_json::from_str(super::openapi_json()).unwrap();
+        assert_eq!(served, file);
+    }
 }
