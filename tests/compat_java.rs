@@ -382,7 +382,10 @@ fn its_179_upload_sample_is_signed_uploaded_and_answered() {
     let sim = simulator();
     let proxy = Proxy::start(
         &sim.url(),
-        json!({"customs": {"upload_url": customs.url("/ceb2grab/grab/realTimeDataUpload")}}),
+        json!({"customs": {"upload_url": customs.url("/ceb2grab/grab/realTimeDataUpload"),
+        // the stand-in going down leaves the proxy's pooled connection to it open and silent,
+        // like a hung server: the upload then ends at this timeout (10 s by default)
+        "timeout_ms": 1000}}),
     );
     proxy.wait_healthy();
     let request = fixture("upload-179.request.json");

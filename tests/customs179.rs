@@ -327,8 +327,12 @@ fn form_value(body: &str, name: &str) -> String {
 fn upload_success_error_code_and_customs_down() {
     let mut customs = Receiver::start("");
     customs.set_reply(r#"{"code":"10000","message":"上传成功","serviceTime":1756571640000}"#);
-    let (sim, proxy) =
-        setup(json!({"customs": {"upload_url": customs.url("/ceb2grab/grab/realTimeDataUpload")}}));
+    let (sim, proxy) = setup(
+        json!({"customs": {"upload_url": customs.url("/ceb2grab/grab/realTimeDataUpload"),
+        // the stand-in going down leaves the proxy's pooled connection to it open and silent,
+        // like a hung server: the upload then ends at this timeout (10 s by default)
+        "timeout_ms": 1000}}),
+    );
     let mut order = example_order();
     order["realTimeDataUpload"] = json!(true);
     let r = post(&proxy, &order.to_string());
