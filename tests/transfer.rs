@@ -176,23 +176,95 @@ fn send_writes_one_complete_signed_file_per_guid_bare_and_in_a_dxp_envelope() {
         format!("{cop} DXPENT0000012345 DXPEDCCEB0000002 CEB621Message")
     );
     assert!(xmlsec_verifies(work.path(), &inner, &cert));
+}
 
-    // a missing outbox: a clear 5xx JSON error, no file anywhere
-    let gone = work.path().join("no such folder");
-    let proxy3 = Proxy::start(
+/// Every file under `dir`, relative, sorted (temporary dot-files included).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn an_outbox_that_cannot_be_written_answers_a_clear_5xx_and_leaves_nothing_behind() {
+    let sim = simulator();
+    let work = TempDir::new("transfer-denied");
+    let parent = work.path().join("客户端 ImpPath");
+    let outbox = parent.join("OutBox");
+    let proxy = Proxy::start(
         &sim.url(),
-        json!({"transfer": {"outbox": gone.display().to_string()}}),
+        json!({"transfer": {"outbox": outbox.display().to_string()}}),
     );
-    proxy3.wait_healthy();
-    let r = send(&proxy3, &message, "application/xml");
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist")
+    proxy.wait_healthy();
+    let message = std::fs::read("tests/ceb_corpus/ceb311.xml").unwrap();
+    // one proxy, the folder changed under it: each answer names what is wrong with it now
+    let refused = |what: &str, needle: &str, leftover: &[&str]| {
+        let r = send(&proxy, &message, "application/xml");
+        assert_eq!(r.status, 503, "{what}: {}", r.text());
+        assert!(
+            r.header("Content-Type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{what}"
+        );
+        let error = r.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(needle), "{what}: {error}");
+        assert!(
+            error.contains(&outbox.display().to_string()),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            tree(work.path()),
+            leftover,
+            "{what}: only what the test made"
+        );
+    };
+    refused("missing", "does not exist", &[]);
+    // the folder's parent is a file: the path runs through it
+    std::fs::write(&parent, "not a folder").unwrap();
+    refused("through a file", "cannot be opened", &["客户端 ImpPath"]);
+    std::fs::remove_file(&parent).unwrap();
+    // the outbox itself is a file
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::write(&outbox, "not a folder").unwrap();
+    refused(
+        "a file",
+        "is a file, not a folder",
+        &["客户端 ImpPath/OutBox"],
     );
-    assert!(!gone.exists());
+    std::fs::remove_file(&outbox).unwrap();
+    // a folder the proxy may not write to; root writes anyway (CI), so only where it is denied
+    std::fs::create_dir_all(&outbox).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o555)).unwrap();
+        if std::fs::write(outbox.join("probe"), "x").is_err() {
+            refused("read-only", "was denied", &[]);
+        } else {
+            std::fs::remove_file(outbox.join("probe")).unwrap();
+            eprintln!("running as root: the read-only folder case is not checked");
+        }
+        std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // fixed: the same request now writes its one file
+    let r = send(&proxy, &message, "application/xml");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        tree(work.path()),
+        vec!["客户端 ImpPath/OutBox/CEB311Message_4CDE1CFD-EDED-46B1-946C-B8022E42FC94.xml"]
+    );
 }
 
 #[test]
