@@ -6,9 +6,12 @@
 //! client at run time with two extra methods (through the proxy's `/rpc` too):
 //! `sim-ctl_Faults` (args: `latency_ms`, `silent`, `errors`, `drop_after`, `refuse`, `clear`)
 //! and `sim-ctl_Drop` (closes the connection at once, without an answer).
+//!
+//! `transfer` plays the customs transfer client beside it (`--simulate --transfer`).
 
 pub mod card;
 mod methods;
+pub mod transfer;
 
 use crate::sync::lock;
 use serde_json::{Value, json};
