@@ -89,8 +89,9 @@ struct Due {
 fn run(o: &ClientOptions, stop: &Receiver<()>) {
     let mut due: Vec<Due> = Vec::new();
     loop {
-        for (path, name) in outgoing(&o.outbox) {
-            due.extend(take(o, &path, &name));
+        // every file there is complete: the proxy renames a file into place only when it is
+        for (path, _) in crate::transfer::watcher::scan(&o.outbox).unwrap_or_default() {
+            due.extend(take(o, &path));
         }
         let now = Instant::now();
         for d in due.iter().filter(|d| d.at <= now) {
@@ -109,25 +110,6 @@ fn run(o: &ClientOptions, stop: &Receiver<()>) {
     }
 }
 
-/// The outbox's `.xml` files, oldest name first. Dot-files are a writer's temporary files; the
-/// proxy renames a file into place only when it is complete, so every other one can be taken.
-fn outgoing(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let wanted = !name.starts_with('.')
-                && name.to_ascii_lowercase().ends_with(".xml")
-                && e.file_type().is_ok_and(|t| t.is_file());
-            wanted.then(|| (e.path(), name))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// What a taken message is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -137,7 +119,8 @@ enum Outcome {
 }
 
 /// Takes one file: checks it, moves it away, and answers the receipts to drop.
-fn take(o: &ClientOptions, path: &Path, name: &str) -> Vec<Due> {
+fn take(o: &ClientOptions, path: &Path) -> Vec<Due> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -150,12 +133,8 @@ fn take(o: &ClientOptions, path: &Path, name: &str) -> Vec<Due> {
         Ok(_) => (&o.sent, "sent".to_string()),
         Err(e) => (&o.fail, format!("refused: {e}")),
     };
-    if let Err(e) = move_into(path, folder) {
+    if crate::transfer::watcher::move_to(path, folder).is_none() {
         // left in place it would be taken again on every poll
-        log::error!(
-            "transfer client SIMULATOR: cannot move {name} to {}: {e}; removing it",
-            folder.display()
-        );
         let _ = std::fs::remove_file(path);
     }
     log::info!("transfer client SIMULATOR: {name} {verdict}");
@@ -439,20 +418,6 @@ fn china_stamp(unix_ms: u64) -> String {
     let s = crate::time::rfc3339((unix_ms / 1000) + 8 * 3600);
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
     format!("{digits}{:03}", unix_ms % 1000)
-}
-
-/// Moves `path` into `dir` under its name (a fresh one if taken), across volumes too.
-fn move_into(path: &Path, dir: &Path) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let mut target = dir.join(&name);
-    if target.exists() {
-        target = dir.join(format!("{}_{name}", crate::time::now_ms()));
-    }
-    std::fs::rename(path, &target)
-        .or_else(|_| std::fs::copy(path, &target).and_then(|_| std::fs::remove_file(path)))
 }
 
 #[cfg(test)]

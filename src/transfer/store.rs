@@ -5,25 +5,35 @@
 //! with the latest receipt matched to each. SQLite would not fit the exe budget; this needs none.
 
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 #[derive(Default)]
 struct State {
-    /// guid → the answer of its latest send, and how many sends there were.
-    sent: HashMap<String, (Value, u32)>,
+    /// guid → its latest send, and what came back.
+    sent: HashMap<String, Sent>,
     seen: HashSet<String>,
     /// Every record, oldest first, for `GET /api/receipts`.
     records: Vec<Value>,
-    /// The last `RECENT` distinct guids sent and when (ms), oldest first: the status page.
-    recent: VecDeque<(String, u64)>,
-    /// (receipt type, key, value) → the guid sent with that business key, so that a receipt
-    /// (which carries customs' own guid) finds its message in one look-up.
-    by_key: HashMap<(String, String, String), String>,
-    /// guid → the latest receipt event matched to it.
-    latest: HashMap<String, Value>,
+    /// The last `RECENT` distinct guids sent, oldest first: the status page.
+    recent: Vec<String>,
+    /// "receipt type key value" → the guid sent with that business key, so that a receipt
+    /// (which carries customs' own guid) finds its message in one look-up. One string as the
+    /// key: a map type the exe already holds (its size budget).
+    by_key: HashMap<String, String>,
+}
+
+struct Sent {
+    /// The answer of its latest send.
+    answer: Value,
+    /// How many sends there were.
+    count: u32,
+    /// When it was last sent (ms).
+    at: u64,
+    /// The latest receipt event matched to it.
+    latest: Option<Value>,
 }
 
 /// How many messages the status page lists.
@@ -84,7 +94,10 @@ impl Store {
 
     /// The latest answer for `guid`, and how many times it was sent.
     pub fn sent(&self, guid: &str) -> Option<(Value, u32)> {
-        self.lock().sent.get(guid).cloned()
+        self.lock()
+            .sent
+            .get(guid)
+            .map(|s| (s.answer.clone(), s.count))
     }
 
     pub fn seen(&self, id: &str) -> bool {
@@ -130,11 +143,12 @@ impl Store {
             .iter()
             .rev()
             .take(n)
-            .filter_map(|(guid, at)| {
+            .filter_map(|guid| {
+                let s = state.sent.get(guid)?;
                 Some(Recent {
-                    at_ms: *at,
-                    answer: state.sent.get(guid)?.0.clone(),
-                    receipt: state.latest.get(guid).cloned(),
+                    at_ms: s.at,
+                    answer: s.answer.clone(),
+                    receipt: s.latest.clone(),
                 })
             })
             .collect()
@@ -146,8 +160,8 @@ impl Store {
         let state = self.lock();
         // receipts carry customs' guid: also match them by the keys of what was sent
         let mut keys: Vec<(String, String)> = vec![(field.to_string(), value.to_string())];
-        if let Some((answer, _)) = state.sent.get(value).filter(|_| field == "guid")
-            && let Some(k) = answer["keys"].as_object()
+        if let Some(sent) = state.sent.get(value).filter(|_| field == "guid")
+            && let Some(k) = sent.answer["keys"].as_object()
         {
             for (n, v) in k {
                 if let Some(v) = v.as_str() {
@@ -190,9 +204,17 @@ fn apply(state: &mut State, v: Value) {
     match v["kind"].as_str() {
         Some("sent") => {
             if let Some(g) = v["guid"].as_str() {
-                let n = state.sent.get(g).map(|(_, n)| *n).unwrap_or(0) + 1;
-                state.sent.insert(g.to_string(), (v["answer"].clone(), n));
-                remember_sent(state, g, &v);
+                let at = v["at"].as_u64().unwrap_or(0);
+                let entry = state.sent.entry(g.to_string()).or_insert(Sent {
+                    answer: Value::Null,
+                    count: 0,
+                    at,
+                    latest: None,
+                });
+                entry.answer = v["answer"].clone();
+                entry.count += 1;
+                entry.at = at;
+                remember_sent(state, g, &v["answer"]);
             }
         }
         Some("receipt") => {
@@ -208,26 +230,20 @@ fn apply(state: &mut State, v: Value) {
     state.records.push(v);
 }
 
-fn remember_sent(state: &mut State, guid: &str, record: &Value) {
-    state.recent.retain(|(g, _)| g != guid);
-    state
-        .recent
-        .push_back((guid.to_string(), record["at"].as_u64().unwrap_or(0)));
-    while state.recent.len() > RECENT {
-        if let Some((old, _)) = state.recent.pop_front() {
-            state.latest.remove(&old);
-        }
+fn remember_sent(state: &mut State, guid: &str, answer: &Value) {
+    state.recent.retain(|g| g != guid);
+    state.recent.push(guid.to_string());
+    if state.recent.len() > RECENT {
+        state.recent.remove(0);
     }
-    let answer = &record["answer"];
     let Some(rtype) = answer["msg_type"].as_str().and_then(receipt_type) else {
         return;
     };
     for (k, val) in answer["keys"].as_object().into_iter().flatten() {
         if let (true, Some(val)) = (STRONG.contains(&k.as_str()), val.as_str()) {
-            state.by_key.insert(
-                (rtype.clone(), k.clone(), val.to_string()),
-                guid.to_string(),
-            );
+            state
+                .by_key
+                .insert(format!("{rtype} {k} {val}"), guid.to_string());
         }
     }
 }
@@ -242,11 +258,7 @@ fn match_receipt(state: &mut State, event: &Value) {
         .into_iter()
         .flatten()
         .filter(|(k, _)| STRONG.contains(&k.as_str()))
-        .find_map(|(k, val)| {
-            state
-                .by_key
-                .get(&(rtype.to_string(), k.clone(), val.as_str()?.to_string()))
-        })
+        .find_map(|(k, val)| state.by_key.get(&format!("{rtype} {k} {}", val.as_str()?)))
         .cloned();
     let echoed = || {
         let info = event["returnInfo"].as_str().unwrap_or("");
@@ -259,14 +271,16 @@ fn match_receipt(state: &mut State, event: &Value) {
     let Some(guid) = by_key.or_else(echoed) else {
         return;
     };
-    if !state.recent.iter().any(|(g, _)| *g == guid) {
+    let Some(sent) = state.sent.get_mut(&guid) else {
         return;
-    }
-    let newer = state.latest.get(&guid).is_none_or(|old| {
-        event["returnTimeRaw"].as_str().unwrap_or("") >= old["returnTimeRaw"].as_str().unwrap_or("")
-    });
-    if newer {
-        state.latest.insert(guid, event.clone());
+    };
+    let time = |e: &Value| e["returnTimeRaw"].as_str().unwrap_or("").to_string();
+    if sent
+        .latest
+        .as_ref()
+        .is_none_or(|old| time(event) >= time(old))
+    {
+        sent.latest = Some(event.clone());
     }
 }
 
