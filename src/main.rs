@@ -72,7 +72,7 @@ fn run(
     simulate: Option<String>,
     simulate_transfer: bool,
 ) -> Result<(), String> {
-    let (config, path) = cli::load::load(config_path)?;
+    let (mut config, path) = cli::load::load(config_path)?;
     let signals = shutdown::install()?;
     let simulator = match simulate {
         Some(card) => Some(cli::simulate::start(&config, &path, None, &card)?),
@@ -92,7 +92,7 @@ fn run(
         stop_rx,
     )?;
     let (transfer, transfer_threads) = cli::transfer::start(
-        &config.transfer,
+        &mut config.transfer,
         path.parent().unwrap_or(std::path::Path::new(".")),
         &webhooks,
         simulator.as_ref(),

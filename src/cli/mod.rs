@@ -79,11 +79,8 @@ OPTIONS:
     --listen HOST:PORT       where `simulate` listens (default: the host and port of ukey.url)
     --card sm2|rsa           the kind of card the simulator plays: sm2 (default, as cards
                              issued since mid-2022) or rsa (older cards)
-    --transfer               with --simulate, also play the customs transfer client: take
-                             what POST /api/ceb/send writes (default folders transfer/outbox
-                             and transfer/inbox next to the config), check its signature and
-                             drop receipts into the inbox (a business key containing REJECT:
-                             a rejection; GARBLE: an unreadable file)
+    --transfer               with --simulate, also play the customs transfer client
+                             (docs/transfer-client.md)
 
 SIGN prints the headers (or, for checksum, the signed body) and a ready curl command, for
 testing by hand. --key-id names the client (x-mg-secretid, keyid); --ed25519-key takes a PEM or

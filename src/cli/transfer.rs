@@ -25,19 +25,19 @@ impl Threads {
 }
 
 /// Transfer as configured (`None`: off), and its threads. `sim`: the UKey simulator when one
-/// runs; `simulate_transfer`: also run the simulated client (default folders if none are set).
+/// runs; `simulate_transfer`: also run the simulated client (default folders set in `config`
+/// if none are).
 pub fn start(
-    config: &TransferConfig,
+    config: &mut TransferConfig,
     config_dir: &Path,
     webhooks: &Webhooks,
     sim: Option<&Simulator>,
     simulate_transfer: bool,
 ) -> Result<(Option<Arc<Transfer>>, Threads), String> {
-    let mut config = config.clone();
     if simulate_transfer {
-        simulate::transfer_defaults(&mut config);
+        simulate::transfer_defaults(config);
     }
-    let transfer = Transfer::start(&config, config_dir)?.map(Arc::new);
+    let transfer = Transfer::start(config, config_dir)?.map(Arc::new);
     let mut threads = Vec::new();
     match (&transfer, sim, simulate_transfer) {
         // first: the simulated client makes the folders the watcher looks at

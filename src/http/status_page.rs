@@ -374,8 +374,16 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
 }
 
 /// The last messages sent through `/api/ceb/send`, newest first, with their latest receipt.
+/// Pushed piece by piece rather than formatted: the exe's size budget.
 fn sent_table(h: &mut String, w: &Words, t: &crate::transfer::Transfer, app: &App) {
-    let _ = write!(h, "<h2>{}</h2><table id=\"sent\"><tr>", esc(w.sent));
+    fn cell(h: &mut String, tag: &str, text: &str) {
+        for part in ["<", tag, ">", &esc(text), "</", tag, ">"] {
+            h.push_str(part);
+        }
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    cell(h, "h2", w.sent);
+    h.push_str("<table id=\"sent\"><tr>");
     for head in [
         w.sent_time,
         w.msg_type,
@@ -386,56 +394,62 @@ fn sent_table(h: &mut String, w: &Words, t: &crate::transfer::Transfer, app: &Ap
         w.receipt_info,
         w.receipt_time,
     ] {
-        let _ = write!(h, "<th>{}</th>", esc(head));
+        cell(h, "th", head);
     }
     h.push_str("</tr>");
     let recent = t.store.recent(crate::transfer::store::RECENT);
     if recent.is_empty() {
-        let _ = write!(h, "<tr><td colspan=\"8\">{}</td></tr>", esc(w.none_sent));
+        h.push_str("<tr><td colspan=\"8\">");
+        h.push_str(&esc(w.none_sent));
+        h.push_str("</td></tr>");
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     for r in recent {
         let a = &r.answer;
-        let keys: Vec<String> = a["keys"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| !k.ends_with("Code"))
-            .map(|(k, v)| format!("{k} {}", text(v)))
-            .collect();
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-            esc(&rfc3339(r.at_ms / 1000)),
-            esc(&text(&a["msg_type"])),
-            esc(&text(&a["guid"])),
-            esc(&keys.join(", ")),
-            esc(&text(&a["file"]))
-        );
+        h.push_str("<tr>");
+        cell(h, "td", &rfc3339(r.at_ms / 1000));
+        cell(h, "td", &text(&a["msg_type"]));
+        cell(h, "td", &text(&a["guid"]));
+        let mut keys = String::new();
+        for (k, v) in a["keys"].as_object().into_iter().flatten() {
+            // the company codes are the same on every line
+            if !k.ends_with("Code") {
+                if !keys.is_empty() {
+                    keys.push_str(", ");
+                }
+                keys.push_str(k);
+                keys.push(' ');
+                keys.push_str(v.as_str().unwrap_or(""));
+            }
+        }
+        cell(h, "td", &keys);
+        cell(h, "td", &text(&a["file"]));
         match &r.receipt {
             None => {
-                let _ = write!(h, "<td colspan=\"3\">{}</td></tr>", esc(w.awaiting));
+                h.push_str("<td colspan=\"3\">");
+                h.push_str(&esc(w.awaiting));
+                h.push_str("</td>");
             }
             Some(e) => {
                 let code = text(&e["returnStatus"]);
-                let label = text(&e["status"][if w.lang == "en" { "en" } else { "zh" }]);
                 // customs' refusals: 100 (退单), 4 (发送海关失败) and negative business errors
-                let class = if code == "100" || code == "4" || code.starts_with('-') {
-                    "bad"
+                let bad = code == "100" || code == "4" || code.starts_with('-');
+                h.push_str(if bad {
+                    "<td><span class=\"bad\">"
                 } else {
-                    "ok"
-                };
-                let _ = write!(
-                    h,
-                    "<td><span class=\"{class}\">{} {}</span> ({})</td><td>{}</td><td>{}</td></tr>",
-                    esc(&code),
-                    esc(&label),
-                    esc(&text(&e["msg_type"])),
-                    esc(&app.masker.mask_str(&text(&e["returnInfo"]))),
-                    esc(&text(&e["returnTime"]))
-                );
+                    "<td><span class=\"ok\">"
+                });
+                h.push_str(&esc(&code));
+                h.push(' ');
+                let lang = if w.lang == "en" { "en" } else { "zh" };
+                h.push_str(&esc(&text(&e["status"][lang])));
+                h.push_str("</span> (");
+                h.push_str(&esc(&text(&e["msg_type"])));
+                h.push_str(")</td>");
+                cell(h, "td", &app.masker.mask_str(&text(&e["returnInfo"])));
+                cell(h, "td", &text(&e["returnTime"]));
             }
         }
+        h.push_str("</tr>");
     }
     h.push_str("</table>");
 }

@@ -6,9 +6,9 @@
 //! `[Code:…;Desc:…]` returnInfo) when a business key contains `REJECT`, an unreadable file
 //! when one contains `GARBLE`. Nothing it answers comes from customs.
 
-use crate::customs::c14n::{self, Element};
+use crate::customs::c14n;
 use crate::transfer::envelope::{self, child, text};
-use crate::transfer::message::{Meta, leaves};
+use crate::transfer::message::Meta;
 use crate::transfer::outbox;
 use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
@@ -128,122 +128,101 @@ fn take(o: &ClientOptions, path: &Path) -> Vec<Due> {
             return Vec::new();
         }
     };
-    let checked = check(o, &bytes);
-    let (folder, verdict) = match &checked {
-        Ok(_) => (&o.sent, "sent".to_string()),
-        Err(e) => (&o.fail, format!("refused: {e}")),
-    };
+    let (taken, refusal) = check(o, &bytes);
+    let folder = if refusal.is_none() { &o.sent } else { &o.fail };
     if crate::transfer::watcher::move_to(path, folder).is_none() {
         // left in place it would be taken again on every poll
         let _ = std::fs::remove_file(path);
     }
-    log::info!("transfer client SIMULATOR: {name} {verdict}");
-    match checked {
-        Ok(m) => receipts(o, &m),
-        Err(Refusal::Unidentified(_)) => Vec::new(),
-        Err(Refusal::Signature(m, why)) => vec![due_now(
+    log::info!(
+        "transfer client SIMULATOR: {name} moved to {} ({})",
+        folder.display(),
+        refusal.as_deref().unwrap_or("checked")
+    );
+    match (taken, refusal) {
+        (Some(m), None) => receipts(o, &m),
+        // customs answers a CEB message whose envelope or signature is wrong with a refusal
+        (Some(m), Some(why)) => vec![due_now(
             &m,
             0,
             Duration::ZERO,
             "100",
             &format!("验签失败：{why}"),
         )],
+        // not a CEB message it can name: nothing to answer
+        (None, _) => Vec::new(),
     }
 }
 
-/// A message that passed the client's checks.
+/// A message that the client could name.
 struct Taken {
     meta: Meta,
-    /// The inner message's leaves (name, text), for the receipt's fields.
-    fields: Vec<(String, String)>,
     /// The envelope's sender, when it came in one: receipts then come enveloped back to it.
     envelope_sender: Option<String>,
 }
 
-enum Refusal {
-    /// Not a CEB message the client can name: nothing to answer.
-    Unidentified(String),
-    /// A CEB message whose envelope or signature is wrong: customs answers it with a refusal.
-    Signature(Box<Taken>, String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Unidentified(e) | Refusal::Signature(_, e) => f.write_str(e),
-        }
-    }
-}
-
-fn parse(bytes: &[u8]) -> Result<c14n::Document, String> {
-    let text = crate::transfer::decode::xml_text(bytes).map_err(|e| e.to_string())?;
-    c14n::parse(&c14n::normalise_line_ends(
-        text.trim_start_matches('\u{feff}'),
-    ))
-    .map_err(|e| format!("not well-formed XML: {e}"))
-}
-
-/// The envelope's checks (when enveloped), then the signature's, with the proxy's verifier.
-fn check(o: &ClientOptions, bytes: &[u8]) -> Result<Taken, Refusal> {
-    let outer = parse(bytes).map_err(Refusal::Unidentified)?;
-    let (inner, envelope_sender, envelope_error) = match envelope::unwrap(&outer.root) {
-        None => (
-            crate::transfer::decode::xml_text(bytes)
-                .map_err(|e| Refusal::Unidentified(e.to_string()))?,
-            None,
-            None,
-        ),
-        Some(Err(e)) => return Err(Refusal::Unidentified(e)),
-        Some(Ok(u)) => {
-            let inner = String::from_utf8_lossy(&u.data).into_owned();
-            let error = envelope_error(&outer.root, &u.msg_type, &u.sender, &inner);
-            (inner, Some(u.sender), error)
-        }
+/// The message in a file, if it is one, and why the client refuses it, if it does: the
+/// envelope's checks (when enveloped), then the signature's, with the proxy's verifier.
+fn check(o: &ClientOptions, bytes: &[u8]) -> (Option<Taken>, Option<String>) {
+    let outer = crate::transfer::decode::xml_text(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|decoded| {
+            let doc = c14n::parse(&c14n::normalise_line_ends(
+                decoded.trim_start_matches('\u{feff}'),
+            ))
+            .map_err(|e| format!("not well-formed XML: {e}"))?;
+            Ok((decoded, doc))
+        });
+    let (decoded, doc) = match outer {
+        Ok(x) => x,
+        Err(e) => return (None, Some(e)),
     };
-    let doc = parse(inner.as_bytes()).map_err(|e| Refusal::Unidentified(format!("inside: {e}")))?;
-    let meta = Meta::read(&inner).map_err(Refusal::Unidentified)?;
+    let (inner, envelope_sender, envelope_type) = match envelope::unwrap(&doc.root) {
+        None => (decoded, None, None),
+        Some(Err(e)) => return (None, Some(e)),
+        Some(Ok(u)) => (
+            String::from_utf8_lossy(&u.data).into_owned(),
+            Some(u.sender),
+            Some(u.msg_type),
+        ),
+    };
+    let meta = match Meta::read(&inner) {
+        Ok(m) => m,
+        Err(e) => return (None, Some(e)),
+    };
+    let refusal = match (&envelope_sender, &envelope_type) {
+        (Some(sender), Some(t)) => {
+            let receiver = child(&doc.root, "TransInfo")
+                .and_then(|i| child(i, "ReceiverIds"))
+                .and_then(|r| child(r, "ReceiverId"))
+                .map(text)
+                .unwrap_or_default();
+            if sender.is_empty() || receiver.is_empty() {
+                Some("the DxpMsg lacks its SenderId or ReceiverId".to_string())
+            } else if *t != meta.msg_type {
+                Some(format!("the DxpMsg's MsgType {t} is not {}", meta.msg_type))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let refusal = refusal.or_else(|| {
+        let now_s = crate::time::now_ms() / 1000;
+        match crate::customs::ceb::verify(&inner, now_s, Some((&o.cert_no, &o.cert_der))) {
+            Ok(v) if v.valid() => None,
+            Ok(v) if v.errors.is_empty() => {
+                Some("the signature is not the simulator card's".to_string())
+            }
+            Ok(v) => Some(v.errors.join("; ")),
+            Err(e) => Some(e.to_string()),
+        }
+    });
     let taken = Taken {
         meta,
-        fields: leaves(&doc.root),
         envelope_sender,
     };
-    if let Some(e) = envelope_error {
-        return Err(Refusal::Signature(Box::new(taken), e));
-    }
-    let now_s = crate::time::now_ms() / 1000;
-    match crate::customs::ceb::verify(&inner, now_s, Some((&o.cert_no, &o.cert_der))) {
-        Ok(v) if v.valid() => Ok(taken),
-        Ok(v) => {
-            let why = if v.errors.is_empty() {
-                "the signature does not verify with the simulator card's certificate".to_string()
-            } else {
-                v.errors.join("; ")
-            };
-            Err(Refusal::Signature(Box::new(taken), why))
-        }
-        Err(e) => Err(Refusal::Signature(Box::new(taken), e.to_string())),
-    }
-}
-
-/// What is wrong with a DxpMsg around `inner`, if anything.
-fn envelope_error(root: &Element, msg_type: &str, sender: &str, inner: &str) -> Option<String> {
-    let receiver = child(root, "TransInfo")
-        .and_then(|i| child(i, "ReceiverIds"))
-        .and_then(|r| child(r, "ReceiverId"))
-        .map(text)
-        .unwrap_or_default();
-    let inner_type = Meta::read(inner).map(|m| m.msg_type).unwrap_or_default();
-    if sender.is_empty() {
-        Some("the DxpMsg has no SenderId".into())
-    } else if receiver.is_empty() {
-        Some("the DxpMsg has no ReceiverId".into())
-    } else if msg_type != inner_type {
-        Some(format!(
-            "the DxpMsg's MsgType {msg_type} is not its message's {inner_type}"
-        ))
-    } else {
-        None
-    }
+    (Some(taken), refusal)
 }
 
 /// The return node and the fields it echoes from the message, per receipt type
@@ -337,49 +316,34 @@ fn receipts(o: &ClientOptions, m: &Taken) -> Vec<Due> {
 
 /// One receipt file, due `after` from now, for step `seq` of message `m`.
 fn due_now(m: &Taken, seq: usize, after: Duration, code: &str, info: &str) -> Due {
-    let at = Instant::now() + after;
     let time_ms = crate::time::now_ms() + after.as_millis() as u64;
-    let Some(receipt_type) = crate::transfer::store::receipt_type(&m.meta.msg_type) else {
-        // Meta::read accepted it as CEBnnn…: there is always a type
-        return Due {
-            at,
-            name: format!("unknown_{seq}.xml"),
-            bytes: Vec::new(),
-        };
-    };
+    // Meta::read took it as CEBnnn…Message; 900 is the receipt any message may get
+    let receipt_type = crate::transfer::store::receipt_type(&m.meta.msg_type)
+        .unwrap_or_else(|| "CEB900Message".into());
     let (node, names) = node_of(&receipt_type);
     let raw_time = china_stamp(time_ms);
-    let field = |n: &str| -> String {
-        m.fields
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| match n {
-                // numbers customs gives out: B + date + sequence; customs code, year, I, sequence
-                "preNo" => format!("B{}{:06}", &raw_time[..8], time_ms % 1_000_000),
-                "invtNo" => format!(
-                    "{}{}I{:09}",
-                    m.fields
-                        .iter()
-                        .find(|(k, _)| k == "customsCode")
-                        .map_or("6400", |(_, v)| v.as_str()),
-                    &raw_time[..4],
-                    time_ms % 1_000_000_000
-                ),
-                _ => String::new(),
-            })
-    };
-    let mut body = format!("<guid>{}</guid>", customs_guid());
-    for n in names {
-        let v = field(n);
-        if !v.is_empty() {
-            body.push_str(&format!("<{n}>{}</{n}>", esc(&v)));
+    let mut body = String::new();
+    let mut element = |name: &str, value: &str| {
+        for part in ["<", name, ">", &envelope::esc(value), "</", name, ">"] {
+            body.push_str(part);
         }
+    };
+    element("guid", &customs_guid());
+    for n in names {
+        let key = m.meta.keys.iter().find(|(k, _)| k == n);
+        let value = match (key, *n) {
+            (Some((_, v)), _) => v.clone(),
+            // numbers customs gives out, in their shape: B + date + sequence; customs code,
+            // year, I, sequence
+            (None, "preNo") => format!("B{}", &raw_time[..14]),
+            (None, "invtNo") => format!("6400{}I{}", &raw_time[..4], &raw_time[8..17]),
+            (None, _) => continue,
+        };
+        element(n, &value);
     }
-    body.push_str(&format!(
-        "<returnStatus>{code}</returnStatus><returnTime>{raw_time}</returnTime><returnInfo>{}</returnInfo>",
-        esc(info)
-    ));
+    element("returnStatus", code);
+    element("returnTime", &raw_time);
+    element("returnInfo", info);
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n\
 <{receipt_type} xmlns=\"http://www.chinaport.gov.cn/ceb\" guid=\"{}\" version=\"1.0\"><{node}>{body}</{node}></{receipt_type}>\n",
@@ -397,7 +361,7 @@ fn due_now(m: &Taken, seq: usize, after: Duration, code: &str, info: &str) -> Du
         .into_bytes(),
     };
     Due {
-        at,
+        at: Instant::now() + after,
         name: format!("{receipt_type}_{raw_time}_{seq}_{}.xml", m.meta.guid),
         bytes,
     }
@@ -405,12 +369,6 @@ fn due_now(m: &Taken, seq: usize, after: Duration, code: &str, info: &str) -> Du
 
 fn customs_guid() -> String {
     uuid::Uuid::new_v4().to_string().to_uppercase()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// `yyyyMMddHHmmssSSS` in China time (UTC+8), as customs writes `returnTime`.
