@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Windows run: builds chinaport-proxy.exe, runs it under wine (installed from Debian's
 # packages when missing) against a stand-in UKey on 127.0.0.1 (the native build's simulator), and
-# checks /health, a signed /rpc call, its audit webhook delivered over HTTPS through SChannel to a
+# checks /health, a signed /rpc call, one message sent to and one receipt read from transfer
+# folders whose Windows paths hold Chinese characters and spaces, its audit webhook delivered over HTTPS through SChannel to a
 # receiver whose certificate a test CA in webhook.ca_file vouches for, the log file written next
 # to the exe, and a clean exit 0 when told to stop (Ctrl+C, which wine delivers to the console
 # program as a CTRL_C_EVENT).
@@ -59,8 +60,15 @@ for _ in $(seq 50); do [ -s "$work/tls.port" ] && break; sleep 0.1; done
 tls_port=$(head -n 1 "$work/tls.port")
 [ -n "$tls_port" ] || fail "the HTTPS receiver did not start"
 
+# the transfer client's folders, as Windows paths with Chinese characters and spaces
+xfer="$work/海关 传输/ImpPath"
+mkdir -p "$xfer/OutBox" "$xfer/InBox"
+win_json() { local p="Z:$1"; printf '%s' "${p//\//\\\\}"; }   # Z:\\work\\…, escaped for JSON
+
 cat > "$app/config.json" <<JSON
 {
+  "transfer": {"outbox": "$(win_json "$xfer/OutBox")", "inbox": "$(win_json "$xfer/InBox")",
+               "processed": "$(win_json "$xfer/已处理 回执")", "poll_ms": 200},
   "server": {"host": "127.0.0.1", "port": "$port"},
   "ukey": {"url": "ws://127.0.0.1:$ukey_port", "password": "88888888"},
   "auth": {"app_secret": "$secret"},
@@ -101,6 +109,35 @@ printf '%s' "$answer" | grep -q '"Result":true' || fail "signed /rpc did not sig
 unsigned=$(curl -s -o /dev/null -w '%{http_code}' --data-binary "$body" "http://127.0.0.1:$port/rpc")
 [ "$unsigned" = 401 ] || fail "an unsigned /rpc answered $unsigned, not 401"
 say "signed /rpc is 200, unsigned is 401"
+
+# send one message into the outbox, read one receipt from the inbox (GB2312-declared: decoded by
+# Windows' own code page 54936 under wine)
+body=$(python3 -c 'import json,sys; print(json.dumps({"xml": open(sys.argv[1], encoding="utf-8").read()}))' \
+  tests/ceb_corpus/ceb311.xml)
+ts=$(date +%s%3N)
+sig=$(printf '%s' "POST/api/ceb/send${ts}${body}${secret}" | md5sum | cut -d' ' -f1)
+answer=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' \
+  -H "X-Timestamp: $ts" -H "X-Signature: $sig" --data-binary "$body" "http://127.0.0.1:$port/api/ceb/send")
+code=$(printf '%s' "$answer" | tail -n 1)
+[ "$code" = 200 ] || fail "POST /api/ceb/send answered $code: $answer"
+sent="$xfer/OutBox/CEB311Message_4CDE1CFD-EDED-46B1-946C-B8022E42FC94.xml"
+[ -s "$sent" ] || fail "no $sent after /api/ceb/send: $(ls -A "$xfer/OutBox")"
+[ "$(ls -A "$xfer/OutBox" | wc -l)" = 1 ] || fail "more than the one file in the outbox: $(ls -A "$xfer/OutBox")"
+grep -q "<ds:SignatureValue>" "$sent" || fail "the file in the outbox is not signed"
+say "POST /api/ceb/send wrote one signed file into $xfer/OutBox"
+
+cp tests/receipts/ceb312-gb2312.xml "$xfer/InBox/回执 1.xml"
+deadline=$(( $(date +%s) + 20 ))
+until [ -s "$xfer/已处理 回执/回执 1.xml" ] && [ -z "$(ls -A "$xfer/InBox")" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the receipt was not read and moved within 20 s: $(grep -i transfer "$app/proxy.log" | tail -n 3)"
+  sleep 0.3
+done
+ts=$(date +%s%3N)
+sig=$(printf '%s' "GET/api/receipts${ts}${secret}" | md5sum | cut -d' ' -f1)
+receipts=$(curl -s -H "X-Timestamp: $ts" -H "X-Signature: $sig" "http://127.0.0.1:$port/api/receipts?orderNo=GB-ORDER-1")
+printf '%s' "$receipts" | grep -q '"returnStatus":"120"' || fail "GET /api/receipts lacks the 120 receipt: $receipts"
+printf '%s' "$receipts" | grep -q '逻辑校验通过' || fail "the GB2312 receipt was not decoded: $receipts"
+say "the receipt was read from $xfer/InBox, decoded from GB2312 and moved to 已处理 回执"
 
 # Wine's SChannel checks revocation even with CERT_CHAIN_POLICY_IGNORE_ALL_REV_UNKNOWN_FLAGS,
 # which Windows honours for a certificate without a CRL distribution point (as the test CA's

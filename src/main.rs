@@ -31,9 +31,10 @@ fn main() -> ExitCode {
             config,
             simulate,
             card,
+            transfer,
         }) => {
             memory::without_thread_cache();
-            run(config, simulate.then_some(card))
+            run(config, simulate.then_some(card), transfer)
         }
         Ok(Command::CheckConfig { config }) => cli::check_config::run(config),
         Ok(Command::Sign(args)) => cli::sign::run(&args),
@@ -64,11 +65,16 @@ fn main() -> ExitCode {
 
 /// The proxy: simulator (if asked), listener, UKey thread, webhooks, HTTP; then wait for a stop
 /// signal and drain.
-/// `simulate`: the simulator's card kind when one runs alongside.
-fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), String> {
-    let (config, path) = cli::load::load(config_path)?;
+/// `simulate`: the simulator's card kind when one runs alongside; `simulate_transfer`: a
+/// simulated customs transfer client too.
+fn run(
+    config_path: Option<PathBuf>,
+    simulate: Option<String>,
+    simulate_transfer: bool,
+) -> Result<(), String> {
+    let (mut config, path) = cli::load::load(config_path)?;
     let signals = shutdown::install()?;
-    let _simulator = match simulate {
+    let simulator = match simulate {
         Some(card) => Some(cli::simulate::start(&config, &path, None, &card)?),
         None => None,
     };
@@ -85,23 +91,13 @@ fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), Str
         events_rx,
         stop_rx,
     )?;
-    let transfer = chinaport_proxy::transfer::Transfer::start(
-        &config.transfer,
+    let (transfer, transfer_threads) = cli::transfer::start(
+        &mut config.transfer,
         path.parent().unwrap_or(std::path::Path::new(".")),
-    )?
-    .map(Arc::new);
-    let (stop_transfer, stop_transfer_rx) = crossbeam_channel::bounded(1);
-    let transfer_thread = match &transfer {
-        Some(t) => Some(
-            chinaport_proxy::transfer::watcher::spawn(
-                t.clone(),
-                webhooks.clone(),
-                stop_transfer_rx,
-            )
-            .map_err(|e| format!("cannot start the transfer inbox watcher: {e}"))?,
-        ),
-        None => None,
-    };
+        &webhooks,
+        simulator.as_ref(),
+        simulate_transfer,
+    )?;
     let mut app = App::new(config, ukey.clone(), mask::global().clone(), webhooks, &tls)?;
     app.transfer = transfer;
     let app = Arc::new(app);
@@ -118,10 +114,7 @@ fn run(config_path: Option<PathBuf>, simulate: Option<String>) -> Result<(), Str
     server.drain(&app, DRAIN_TIMEOUT);
     ukey.shutdown();
     join_within(ukey_thread, Duration::from_secs(3));
-    let _ = stop_transfer.try_send(());
-    if let Some(t) = transfer_thread {
-        join_within(t, Duration::from_secs(2));
-    }
+    transfer_threads.stop();
     // undelivered events stay in the journal and go out after the next start
     let _ = stop_webhooks.try_send(());
     if let Some(t) = webhook_thread {

@@ -85,6 +85,8 @@ fn the_status_page_shows_the_card_and_the_last_calls_in_a_real_browser() {
     ] {
         assert!(en.contains(seen), "the page does not show {seen:?}: {en}");
     }
+    // transfer is not configured: no section for it
+    assert!(!en.contains("messages sent"), "{en}");
     for secret in [PASSWORD, "secret order data", &signature] {
         assert!(!en.contains(secret), "the page shows {secret:?}");
     }
@@ -97,6 +99,102 @@ fn the_status_page_shows_the_card_and_the_last_calls_in_a_real_browser() {
     let html = proxy.get("/").text();
     assert!(html.contains("http-equiv=\"refresh\""));
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+}
+
+/// A CEB312 receipt for the corpus order, as customs' import samples come (default namespace).
+fn order_receipt(code: &str, time: &str, info: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CEB312Message xmlns=\"http://www.chinaport.gov.cn/ceb\" \
+         guid=\"{}\" version=\"1.0\"><OrderReturn><guid>{}</guid><ebpCode>1105910159</ebpCode>\
+         <ebcCode>1105910159</ebcCode><orderNo>cp477912536700681230</orderNo><returnStatus>{code}</returnStatus>\
+         <returnTime>{time}</returnTime><returnInfo>{info}</returnInfo></OrderReturn></CEB312Message>",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    )
+}
+
+#[test]
+fn the_status_page_lists_the_messages_sent_with_their_latest_receipt() {
+    let sim = simulator();
+    let work = TempDir::new("status-transfer");
+    let (outbox, inbox) = (work.path().join("out"), work.path().join("in"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    let proxy = Proxy::start(
+        &sim.url(),
+        json!({"transfer": {"outbox": outbox.display().to_string(), "inbox": inbox.display().to_string(),
+                            "poll_ms": 50}}),
+    );
+    proxy.wait_healthy();
+    let send = |file: &str| {
+        let r = request(
+            proxy.addr,
+            "POST",
+            "/api/ceb/send",
+            &[("Content-Type", "application/xml")],
+            &std::fs::read(format!("tests/ceb_corpus/{file}")).unwrap(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let order = send("ceb311.xml");
+    let inventory = send("ceb621-crlf.xml");
+    let order_guid = order["guid"].as_str().unwrap().to_string();
+    let invt_guid = inventory["guid"].as_str().unwrap().to_string();
+    // two receipts for the order, the later status last
+    std::fs::write(
+        inbox.join("r1.xml"),
+        order_receipt(
+            "2",
+            "20240301101500100",
+            &format!("新增申报成功[{order_guid}]"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        inbox.join("r2.xml"),
+        order_receipt("120", "20240301101502300", "[Code:1800;Desc:逻辑校验通过]"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), "both receipts stored", || {
+        let r = proxy
+            .get(&format!("/api/receipts?guid={order_guid}"))
+            .json();
+        (r["records"].as_array()?.len() == 3).then_some(())
+    });
+
+    let en = visible_text(&chromium_dom(&format!("http://{}/?lang=en", proxy.addr)));
+    let section = en
+        .split("Last 100 messages sent")
+        .nth(1)
+        .and_then(|s| s.split("Last 100 calls").next())
+        .unwrap_or_else(|| panic!("no section of messages sent: {en}"));
+    for seen in [
+        order_guid.as_str(),
+        "CEB311Message",
+        "orderNo cp477912536700681230",
+        "120 accepted by customs (CEB312Message)",
+        "[Code:1800;Desc:逻辑校验通过]",
+        "2024-03-01T10:15:02.300+08:00",
+        invt_guid.as_str(),
+        "CEB621Message",
+        "awaiting a receipt",
+    ] {
+        assert!(section.contains(seen), "{seen:?} not in: {section}");
+    }
+    assert!(
+        !section.contains("being declared"),
+        "an older status shown: {section}"
+    );
+    // newest first
+    assert!(
+        section.find(&invt_guid) < section.find(&order_guid),
+        "{section}"
+    );
+    let zh = visible_text(&chromium_dom(&format!("http://{}/?lang=zh", proxy.addr)));
+    for seen in ["最近发送的 100 条报文", "120 海关入库", "等待回执"] {
+        assert!(zh.contains(seen), "{seen:?} not in: {zh}");
+    }
 }
 
 #[test]

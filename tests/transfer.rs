@@ -176,23 +176,95 @@ fn send_writes_one_complete_signed_file_per_guid_bare_and_in_a_dxp_envelope() {
         format!("{cop} DXPENT0000012345 DXPEDCCEB0000002 CEB621Message")
     );
     assert!(xmlsec_verifies(work.path(), &inner, &cert));
+}
 
-    // a missing outbox: a clear 5xx JSON error, no file anywhere
-    let gone = work.path().join("no such folder");
-    let proxy3 = Proxy::start(
+/// Every file under `dir`, relative, sorted (temporary dot-files included).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn an_outbox_that_cannot_be_written_answers_a_clear_5xx_and_leaves_nothing_behind() {
+    let sim = simulator();
+    let work = TempDir::new("transfer-denied");
+    let parent = work.path().join("客户端 ImpPath");
+    let outbox = parent.join("OutBox");
+    let proxy = Proxy::start(
         &sim.url(),
-        json!({"transfer": {"outbox": gone.display().to_string()}}),
+        json!({"transfer": {"outbox": outbox.display().to_string()}}),
     );
-    proxy3.wait_healthy();
-    let r = send(&proxy3, &message, "application/xml");
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist")
+    proxy.wait_healthy();
+    let message = std::fs::read("tests/ceb_corpus/ceb311.xml").unwrap();
+    // one proxy, the folder changed under it: each answer names what is wrong with it now
+    let refused = |what: &str, needle: &str, leftover: &[&str]| {
+        let r = send(&proxy, &message, "application/xml");
+        assert_eq!(r.status, 503, "{what}: {}", r.text());
+        assert!(
+            r.header("Content-Type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{what}"
+        );
+        let error = r.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(needle), "{what}: {error}");
+        assert!(
+            error.contains(&outbox.display().to_string()),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            tree(work.path()),
+            leftover,
+            "{what}: only what the test made"
+        );
+    };
+    refused("missing", "does not exist", &[]);
+    // the folder's parent is a file: the path runs through it
+    std::fs::write(&parent, "not a folder").unwrap();
+    refused("through a file", "cannot be opened", &["客户端 ImpPath"]);
+    std::fs::remove_file(&parent).unwrap();
+    // the outbox itself is a file
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::write(&outbox, "not a folder").unwrap();
+    refused(
+        "a file",
+        "is a file, not a folder",
+        &["客户端 ImpPath/OutBox"],
     );
-    assert!(!gone.exists());
+    std::fs::remove_file(&outbox).unwrap();
+    // a folder the proxy may not write to; root writes anyway (CI), so only where it is denied
+    std::fs::create_dir_all(&outbox).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o555)).unwrap();
+        if std::fs::write(outbox.join("probe"), "x").is_err() {
+            refused("read-only", "was denied", &[]);
+        } else {
+            std::fs::remove_file(outbox.join("probe")).unwrap();
+            eprintln!("running as root: the read-only folder case is not checked");
+        }
+        std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // fixed: the same request now writes its one file
+    let r = send(&proxy, &message, "application/xml");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        tree(work.path()),
+        vec!["客户端 ImpPath/OutBox/CEB311Message_4CDE1CFD-EDED-46B1-946C-B8022E42FC94.xml"]
+    );
 }
 
 #[test]
@@ -307,4 +379,271 @@ fn receipts_become_one_signed_webhook_each_and_unreadable_files_are_set_aside() 
     // newest first
     assert_eq!(records[0]["event"]["returnStatus"], "899");
     assert_eq!(records[1]["event"]["returnStatus"], "800");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary as `--simulate --card rsa --transfer` runs it: its own UKey simulator (an RSA
+/// card, so that xmlsec1 can judge its signatures) and the simulated transfer client, on the
+/// default folders next to its configuration in `dir`, webhooks to `rx`.
+fn start_simulated(dir: TempDir, transfer: Value, rx: &Receiver) -> Proxy {
+    // the tests' RSA key, made once, instead of a new one per process
+    drop(simulator());
+    std::fs::copy(shared_key_file(), dir.path().join("simulator-ukey.pem")).unwrap();
+    let config = json!({
+        "server": {"host": "127.0.0.1", "port": "0", "read_timeout_ms": 5000},
+        "ukey": {"url": format!("ws://127.0.0.1:{}", free_port()), "password": PASSWORD, "timeout_ms": 2000},
+        "log": {"verbose": true},
+        "auth": {"app_secret": SECRET},
+        "webhook": {"receipt_url": rx.url("/hooks/receipt"), "failure_url": rx.url("/hooks/failure")},
+        "transfer": transfer,
+    });
+    let proxy = Proxy::start_with_args(
+        dir,
+        &config,
+        &[],
+        &["--simulate", "--card", "rsa", "--transfer"],
+    );
+    proxy.wait_healthy();
+    proxy
+}
+
+fn send_signed(proxy: &Proxy, xml: &str) -> Value {
+    let body = json!({ "xml": xml }).to_string();
+    let r = signed(proxy.addr, "POST", "/api/ceb/send", &body, SECRET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// The receipt records `GET /api/receipts` holds for `query`, once `done` says they are all in.
+fn receipts_until(proxy: &Proxy, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait_for(Duration::from_secs(15), query, || {
+        let r = signed(
+            proxy.addr,
+            "GET",
+            &format!("/api/receipts?{query}"),
+            "",
+            SECRET,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let records: Vec<Value> = r.json()["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "receipt")
+            .cloned()
+            .collect();
+        done(&records).then_some(records)
+    })
+}
+
+/// The certificate embedded in a signed message, as PEM.
+fn embedded_cert(signed_xml: &str) -> String {
+    let b64 = signed_xml
+        .split("X509Certificate>")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("</ds:")
+        .trim();
+    let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn simulate_transfer_closes_the_loop_from_send_to_receipt() {
+    let rx = Receiver::start(SECRET);
+    let dir = TempDir::new("sim-transfer");
+    let base = dir.path().to_path_buf();
+    let proxy = start_simulated(dir, json!({"poll_ms": 50}), &rx);
+    let order = std::fs::read_to_string("tests/ceb_corpus/ceb311.xml").unwrap();
+    let sent = send_signed(&proxy, &order);
+    let guid = sent["guid"].as_str().unwrap().to_string();
+    let file = sent["file"].as_str().unwrap().to_string();
+
+    // customs' sequence for an order: 2 (新增申报成功[guid]) then 120, newest first
+    let records = receipts_until(&proxy, &format!("guid={guid}"), |r| r.len() >= 2);
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (last, first) = (&records[0]["event"], &records[1]["event"]);
+    assert_eq!(first["returnStatus"], "2");
+    assert_eq!(first["returnInfo"], format!("新增申报成功[{guid}]"));
+    assert_eq!(last["returnStatus"], "120");
+    assert_eq!(last["status"]["zh"], "海关入库");
+    assert_eq!(last["returnInfo"], "[Code:1800;Desc:逻辑校验通过]");
+    assert_eq!(last["msg_type"], "CEB312Message");
+    assert_eq!(last["node"], "OrderReturn");
+    assert_eq!(last["keys"]["orderNo"], "cp477912536700681230");
+    assert!(
+        last["returnTime"].as_str().unwrap().ends_with("+08:00"),
+        "{last}"
+    );
+
+    // the same two as signed webhooks
+    let events = wait_for(Duration::from_secs(5), "2 receipt webhooks", || {
+        let e = rx.of_kind("receipt");
+        (e.len() >= 2).then_some(e)
+    });
+    assert!(events.iter().all(|e| e.signature_ok), "unsigned webhook");
+    let codes: Vec<&str> = events
+        .iter()
+        .map(|e| e.body["returnStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["2", "120"]);
+
+    // the client moved what it took to SentBox, and it verifies independently (xmlsec1)
+    let transfer = base.join("transfer");
+    assert!(files(&transfer.join("outbox")).is_empty());
+    assert_eq!(files(&transfer.join("SentBox")), vec![file.clone()]);
+    let taken = std::fs::read_to_string(transfer.join("SentBox").join(&file)).unwrap();
+    assert!(xmlsec_verifies(
+        &base,
+        &transfer.join("SentBox").join(&file),
+        &embedded_cert(&taken)
+    ));
+    wait_for(
+        Duration::from_secs(5),
+        "receipts moved to processed",
+        || {
+            (files(&transfer.join("inbox")).is_empty()
+                && files(&transfer.join("processed")).len() == 2)
+                .then_some(())
+        },
+    );
+    let log = proxy.log();
+    assert!(log.contains("transfer client SIMULATOR"), "{log}");
+
+    // an inventory, in the same loop, also gets its release (800)
+    let inventory = std::fs::read_to_string("tests/ceb_corpus/ceb621-crlf.xml").unwrap();
+    let sent = send_signed(&proxy, &inventory);
+    let copno = sent["keys"]["copNo"].as_str().unwrap().to_string();
+    let records = receipts_until(&proxy, &format!("copNo={copno}"), |r| r.len() >= 3);
+    let codes: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["returnStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["800", "120", "2"]);
+    assert_eq!(records[0]["event"]["node"], "InventoryReturn");
+    assert_eq!(records[0]["event"]["returnInfo"], "[Code:2600;Desc:放行]");
+    assert!(
+        records[0]["event"]["keys"]["invtNo"]
+            .as_str()
+            .is_some_and(|n| n.contains('I')),
+        "customs gives the inventory its number: {}",
+        records[0]["event"]
+    );
+}
+
+#[test]
+fn simulate_transfer_rejects_refuses_and_garbles_as_asked() {
+    let rx = Receiver::start(SECRET);
+    let dir = TempDir::new("sim-transfer-bad");
+    let base = dir.path().to_path_buf();
+    // enveloped, so that the client checks the DxpMsg and answers in one
+    let proxy = start_simulated(
+        dir,
+        json!({"poll_ms": 50, "envelope": "dxp", "dxp_id": "DXPENT0000012345"}),
+        &rx,
+    );
+    let order = std::fs::read_to_string("tests/ceb_corpus/ceb311.xml").unwrap();
+    let variant = |order_no: &str, guid: &str| {
+        order
+            .replace("cp477912536700681230", order_no)
+            .replace("4CDE1CFD-EDED-46B1-946C-B8022E42FC94", guid)
+    };
+
+    // a business key containing REJECT: 2, then customs' refusal 100 with its reason
+    let rejected = variant("ORDER-REJECT-1", "11111111-1111-4111-8111-111111111111");
+    send_signed(&proxy, &rejected);
+    let records = receipts_until(&proxy, "orderNo=ORDER-REJECT-1", |r| r.len() >= 2);
+    let refusal = &records[0]["event"];
+    assert_eq!(refusal["returnStatus"], "100");
+    assert_eq!(refusal["status"]["en"], "rejected by customs");
+    assert_eq!(refusal["returnInfo"], "[Code:13035;Desc:支付企业不一致]");
+    // back in an envelope from the customs node to this enterprise
+    assert_eq!(refusal["envelope"]["senderId"], "DXPEDCCEB0000002");
+    assert_eq!(refusal["envelope"]["msgType"], "CEB312Message");
+
+    // GARBLE: an unreadable file, set aside and reported once
+    let garbled = variant("ORDER-GARBLE-1", "22222222-2222-4222-8222-222222222222");
+    send_signed(&proxy, &garbled);
+    let failure = wait_for(Duration::from_secs(10), "receipt_unreadable", || {
+        rx.of_kind("ukey_malfunction")
+            .into_iter()
+            .find(|e| e.body["details"]["type"] == "receipt_unreadable")
+    });
+    assert!(failure.signature_ok);
+    let bad_file = failure.body["details"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(bad_file.starts_with("CEB312Message_"), "{bad_file}");
+    let transfer = base.join("transfer");
+    wait_for(
+        Duration::from_secs(5),
+        "the file in transfer/failed",
+        || (files(&transfer.join("failed")) == vec![bad_file.clone()]).then_some(()),
+    );
+
+    // a message changed after signing, put straight into the outbox: FailBox, and refused
+    let sent_box = transfer.join("SentBox");
+    let taken = files(&sent_box)
+        .into_iter()
+        .find(|f| f.contains("11111111"))
+        .unwrap();
+    let text = std::fs::read_to_string(sent_box.join(&taken)).unwrap();
+    let inner = {
+        use base64::Engine;
+        let data = text
+            .split("<dxp:Data>")
+            .nth(1)
+            .unwrap()
+            .split("</dxp:Data>")
+            .next()
+            .unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let tampered = inner.replace("ORDER-REJECT-1", "ORDER-TAMPERED-1").replace(
+        "11111111-1111-4111-8111-111111111111",
+        "33333333-3333-4333-8333-333333333333",
+    );
+    std::fs::write(
+        transfer.join("outbox").join("CEB311Message_tampered.xml"),
+        tampered,
+    )
+    .unwrap();
+    let records = receipts_until(&proxy, "orderNo=ORDER-TAMPERED-1", |r| !r.is_empty());
+    let refusal = &records[0]["event"];
+    assert_eq!(refusal["returnStatus"], "100");
+    assert!(
+        refusal["returnInfo"]
+            .as_str()
+            .unwrap()
+            .starts_with("验签失败"),
+        "{refusal}"
+    );
+    assert_eq!(
+        files(&transfer.join("FailBox")),
+        vec!["CEB311Message_tampered.xml".to_string()]
+    );
+    // every other message was taken and sent on
+    assert_eq!(files(&sent_box).len(), 2);
+    assert!(files(&transfer.join("outbox")).is_empty());
 }

@@ -1,12 +1,13 @@
 //! The command line: parsing (`-config PATH`, the Go proxy's spelling, `--config`, `--simulate`,
 //! `--version`, `--help`) here, and the commands that are not the server in their own files:
-//! `sign`, `check-config`, `simulate`. `load` reads the configuration and starts logging for
-//! every command that needs them.
+//! `sign`, `check-config`, `simulate`; `transfer` starts transfer's threads for the server.
+//! `load` reads the configuration and starts logging for every command that needs them.
 
 pub mod check_config;
 pub mod load;
 pub mod sign;
 pub mod simulate;
+pub mod transfer;
 
 use crate::config::Scheme;
 use std::ffi::OsString;
@@ -20,6 +21,8 @@ pub enum Command {
         simulate: bool,
         /// The simulator's card kind, "sm2" (default) or "rsa".
         card: String,
+        /// With `simulate`, also a simulated customs transfer client on the transfer folders.
+        transfer: bool,
     },
     /// Run only the UKey simulator.
     Simulate {
@@ -61,7 +64,7 @@ pub const USAGE: &str = "\
 chinaport-proxy: use a China E-Port customs UKey over HTTP
 
 USAGE:
-    chinaport-proxy [-config PATH] [--simulate [--card sm2|rsa]]
+    chinaport-proxy [-config PATH] [--simulate [--card sm2|rsa] [--transfer]]
     chinaport-proxy simulate [-config PATH] [--listen HOST:PORT] [--card sm2|rsa] [FAULTS]
     chinaport-proxy check-config [-config PATH]
     chinaport-proxy sign --scheme md5|hmac|httpsig|checksum (--key SECRET | --ed25519-key KEY | --rsa-key KEY)
@@ -76,6 +79,8 @@ OPTIONS:
     --listen HOST:PORT       where `simulate` listens (default: the host and port of ukey.url)
     --card sm2|rsa           the kind of card the simulator plays: sm2 (default, as cards
                              issued since mid-2022) or rsa (older cards)
+    --transfer               with --simulate, also play the customs transfer client
+                             (docs/transfer-client.md)
 
 SIGN prints the headers (or, for checksum, the signed body) and a ready curl command, for
 testing by hand. --key-id names the client (x-mg-secretid, keyid); --ed25519-key takes a PEM or
@@ -171,6 +176,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
     let mut listen = None;
     let mut faults = serde_json::json!({});
     let mut card = "sm2".to_string();
+    let mut transfer = false;
     let mut first = true;
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -180,6 +186,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
             "-V" | "--version" | "-version" => return Ok(Command::Version),
             "-config" | "--config" | "-c" => config = Some(PathBuf::from(value(&flag)?)),
             "--simulate" | "-simulate" => simulate = true,
+            "--transfer" | "-transfer" => transfer = true,
             "--listen" | "-listen" => listen = Some(value(&flag)?),
             "--latency-ms" => faults["latency_ms"] = number(&flag, &value(&flag)?)?,
             "--drop-after" => faults["drop_after"] = number(&flag, &value(&flag)?)?,
@@ -211,6 +218,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
         }
         first = false;
     }
+    if transfer && (!simulate || subcommand_simulate || subcommand_check) {
+        return Err(
+            "--transfer goes with --simulate (the proxy and its simulators in one process)".into(),
+        );
+    }
     if subcommand_check {
         if simulate || listen.is_some() {
             return Err("check-config takes only -config".into());
@@ -232,6 +244,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, Strin
         config,
         simulate,
         card,
+        transfer,
     })
 }
 
@@ -263,6 +276,7 @@ mod tests {
                     config: Some("a.json".into()),
                     simulate: false,
                     card: "sm2".into(),
+                    transfer: false,
                 }
             );
         }
@@ -272,6 +286,7 @@ mod tests {
                 config: None,
                 simulate: false,
                 card: "sm2".into(),
+                transfer: false,
             }
         );
     }
@@ -286,8 +301,20 @@ mod tests {
                 config: None,
                 simulate: true,
                 card: "sm2".into(),
+                transfer: false,
             }
         );
+        assert_eq!(
+            p(&["--simulate", "--transfer"]).unwrap(),
+            Command::Run {
+                config: None,
+                simulate: true,
+                card: "sm2".into(),
+                transfer: true,
+            }
+        );
+        assert!(p(&["--transfer"]).is_err(), "--transfer without --simulate");
+        assert!(p(&["simulate", "--transfer"]).is_err());
         assert_eq!(
             p(&["simulate", "--listen", "127.0.0.1:1"]).unwrap(),
             Command::Simulate {

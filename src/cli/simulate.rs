@@ -1,10 +1,14 @@
 //! `simulate` and `--simulate`: starting the built-in UKey simulator next to (or instead of) the
-//! proxy, its key kept next to the configuration so that its certificate survives restarts.
+//! proxy, its key kept next to the configuration so that its certificate survives restarts; with
+//! `--transfer`, the simulated customs transfer client on the transfer folders.
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, TransferConfig};
 #[cfg(feature = "simulator")]
 pub use crate::simulator::Simulator;
+use crate::transfer::Transfer;
+use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 /// Stands in for the simulator in a build without it; never constructed.
 #[cfg(not(feature = "simulator"))]
@@ -50,6 +54,43 @@ pub fn start(
 pub fn start(_: &Config, _: &Path, _: Option<String>, _: &str) -> Result<Simulator, String> {
     let _ = Endpoint::parse;
     Err("this build has no UKey simulator (built without the `simulator` feature)".into())
+}
+
+/// `--transfer` with no transfer folders configured: `transfer/outbox` and `transfer/inbox` next
+/// to the configuration, so that the loop runs with nothing set up.
+pub fn transfer_defaults(t: &mut TransferConfig) {
+    if t.outbox.is_empty() && t.inbox.is_empty() && t.client_settings.is_empty() {
+        t.outbox = "transfer/outbox".into();
+        t.inbox = "transfer/inbox".into();
+    }
+}
+
+/// Starts the simulated transfer client on `transfer`'s folders, accepting `sim`'s signatures.
+#[cfg(feature = "simulator")]
+pub fn start_transfer_client(
+    sim: &Simulator,
+    transfer: &Transfer,
+    stop: Receiver<()>,
+) -> Result<JoinHandle<()>, String> {
+    use crate::simulator::transfer::{ClientOptions, spawn};
+    let f = &transfer.folders;
+    let options = ClientOptions::beside(
+        &f.outbox,
+        &f.inbox,
+        transfer.poll,
+        sim.cert_no(),
+        sim.sign_cert_der(),
+    );
+    spawn(options, stop).map_err(|e| format!("cannot start the simulated transfer client: {e}"))
+}
+
+#[cfg(not(feature = "simulator"))]
+pub fn start_transfer_client(
+    _: &Simulator,
+    _: &Transfer,
+    _: Receiver<()>,
+) -> Result<JoinHandle<()>, String> {
+    Err("this build has no simulators (built without the `simulator` feature)".into())
 }
 
 /// One key file per card kind next to the configuration (the RSA one keeps its old name).

@@ -1,7 +1,8 @@
 //! `GET /`: the status page for the operator at the customs PC. One server-rendered HTML page in
 //! Chinese or English (`Accept-Language`, or `?lang=zh|en`), no external assets (the PC may be
 //! offline), refreshed by a meta tag, readable without JavaScript. It shows the card, the last
-//! probe, the queue, the webhook backlog and the last 100 calls; never a payload, a password, a
+//! probe, the queue, the webhook backlog, the last 100 messages handed to the customs transfer
+//! client with their latest receipt (when transfer is on) and the last 100 calls; never a payload, a password, a
 //! signature or a secret, and it never calls the card. `server.status_page: false` turns it off.
 
 use super::App;
@@ -53,6 +54,17 @@ struct Words {
     request_id: &'static str,
     client: &'static str,
     no_calls: &'static str,
+    /// The messages sent through `/api/ceb/send` (issue 27).
+    sent: &'static str,
+    sent_time: &'static str,
+    msg_type: &'static str,
+    keys: &'static str,
+    file: &'static str,
+    receipt: &'static str,
+    receipt_info: &'static str,
+    receipt_time: &'static str,
+    awaiting: &'static str,
+    none_sent: &'static str,
     version: &'static str,
     uptime: &'static str,
     refresh: &'static str,
@@ -93,6 +105,16 @@ const ZH: Words = Words {
     request_id: "请求 ID",
     client: "客户端地址",
     no_calls: "暂无调用",
+    sent: "最近发送的 100 条报文（交给海关传输客户端）",
+    sent_time: "发送时间",
+    msg_type: "报文类型",
+    keys: "业务编号",
+    file: "文件",
+    receipt: "最新回执",
+    receipt_info: "回执信息",
+    receipt_time: "回执时间",
+    awaiting: "等待回执",
+    none_sent: "尚未发送报文",
     version: "版本",
     uptime: "已运行",
     refresh: "本页每 10 秒自动刷新",
@@ -133,6 +155,16 @@ const EN: Words = Words {
     request_id: "request ID",
     client: "client address",
     no_calls: "no calls yet",
+    sent: "Last 100 messages sent (to the customs transfer client)",
+    sent_time: "sent",
+    msg_type: "message type",
+    keys: "business keys",
+    file: "file",
+    receipt: "latest receipt",
+    receipt_info: "receipt information",
+    receipt_time: "receipt time",
+    awaiting: "awaiting a receipt",
+    none_sent: "no messages sent yet",
     version: "version",
     uptime: "uptime",
     refresh: "This page refreshes every 10 s",
@@ -290,6 +322,9 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
         row(&mut h, w.last_error, &esc(&app.masker.mask_str(&e)));
     }
     h.push_str("</table>");
+    if let Some(t) = app.transfer.as_deref() {
+        sent_table(&mut h, w, t, app);
+    }
     let _ = write!(
         h,
         "<h2>{}</h2><table id=\"calls\"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
@@ -336,6 +371,87 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
         },
         headers: Vec::new(),
     }
+}
+
+/// The last messages sent through `/api/ceb/send`, newest first, with their latest receipt.
+/// Pushed piece by piece rather than formatted: the exe's size budget.
+fn sent_table(h: &mut String, w: &Words, t: &crate::transfer::Transfer, app: &App) {
+    fn cell(h: &mut String, tag: &str, text: &str) {
+        for part in ["<", tag, ">", &esc(text), "</", tag, ">"] {
+            h.push_str(part);
+        }
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    cell(h, "h2", w.sent);
+    h.push_str("<table id=\"sent\"><tr>");
+    for head in [
+        w.sent_time,
+        w.msg_type,
+        "guid",
+        w.keys,
+        w.file,
+        w.receipt,
+        w.receipt_info,
+        w.receipt_time,
+    ] {
+        cell(h, "th", head);
+    }
+    h.push_str("</tr>");
+    let recent = t.store.recent(crate::transfer::store::RECENT);
+    if recent.is_empty() {
+        h.push_str("<tr><td colspan=\"8\">");
+        h.push_str(&esc(w.none_sent));
+        h.push_str("</td></tr>");
+    }
+    for r in recent {
+        let a = &r.answer;
+        h.push_str("<tr>");
+        cell(h, "td", &rfc3339(r.at_ms / 1000));
+        cell(h, "td", &text(&a["msg_type"]));
+        cell(h, "td", &text(&a["guid"]));
+        let mut keys = String::new();
+        for (k, v) in a["keys"].as_object().into_iter().flatten() {
+            // the company codes are the same on every line
+            if !k.ends_with("Code") {
+                if !keys.is_empty() {
+                    keys.push_str(", ");
+                }
+                keys.push_str(k);
+                keys.push(' ');
+                keys.push_str(v.as_str().unwrap_or(""));
+            }
+        }
+        cell(h, "td", &keys);
+        cell(h, "td", &text(&a["file"]));
+        match &r.receipt {
+            None => {
+                h.push_str("<td colspan=\"3\">");
+                h.push_str(&esc(w.awaiting));
+                h.push_str("</td>");
+            }
+            Some(e) => {
+                let code = text(&e["returnStatus"]);
+                // customs' refusals: 100 (退单), 4 (发送海关失败) and negative business errors
+                let bad = code == "100" || code == "4" || code.starts_with('-');
+                h.push_str(if bad {
+                    "<td><span class=\"bad\">"
+                } else {
+                    "<td><span class=\"ok\">"
+                });
+                h.push_str(&esc(&code));
+                h.push(' ');
+                let lang = if w.lang == "en" { "en" } else { "zh" };
+                h.push_str(&esc(&text(&e["status"][lang])));
+                h.push_str("</span> (");
+                h.push_str(&esc(&text(&e["msg_type"])));
+                h.push_str(")</td>");
+                cell(h, "td", &app.masker.mask_str(&text(&e["returnInfo"])));
+                cell(h, "td", &text(&e["returnTime"]));
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
 }
 
 #[cfg(test)]

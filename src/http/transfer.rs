@@ -96,14 +96,11 @@ fn sign_and_write(
     };
     let path = match outbox::write_atomically(&t.folders.outbox, &name, &bytes) {
         Ok(p) => p,
-        Err(e @ outbox::WriteError::Exists(_)) => return Reply::error(409, e.to_string()),
-        Err(e @ outbox::WriteError::NoFolder(_)) => {
-            log::error!("[{}] transfer: {e}", ex.request_id);
-            return Reply::error(503, e.to_string());
-        }
         Err(e) => {
-            log::error!("[{}] transfer: {e}", ex.request_id);
-            return Reply::error(507, e.to_string());
+            if e.status() >= 500 {
+                log::error!("[{}] transfer: {e}", ex.request_id);
+            }
+            return Reply::error(e.status(), e.to_string());
         }
     };
     let keys: Map<String, Value> = meta

@@ -9,9 +9,12 @@
 //! without an answer). `swap_card` plays another card put in the reader, on the same socket and
 //! without a word: another key and certificate number from the next call on (swapping again
 //! puts the first card back).
+//!
+//! `transfer` plays the customs transfer client beside it (`--simulate --transfer`).
 
 pub mod card;
 mod methods;
+pub mod transfer;
 
 use crate::sync::lock;
 use serde_json::{Value, json};

@@ -108,28 +108,33 @@ fn gb18030(bytes: &[u8]) -> Option<String> {
         ) -> i32;
     }
     const GB18030: u32 = 54936;
+    // GBK, a subset that every Windows (and wine, which lacks 54936) has: GB2312 and GBK files
+    // decode the same through it
+    const GBK: u32 = 936;
     const MB_ERR_INVALID_CHARS: u32 = 0x8;
     if bytes.is_empty() {
         return Some(String::new());
     }
     let len = i32::try_from(bytes.len()).ok()?;
     let mut wide = vec![0u16; bytes.len() + 1];
-    // SAFETY: src/len describe `bytes`, dst/len describe `wide`; a UTF-16 unit per byte is
-    // always enough (GB18030 has no sequence that decodes to more units than it has bytes).
-    let n = unsafe {
-        MultiByteToWideChar(
-            GB18030,
-            MB_ERR_INVALID_CHARS,
-            bytes.as_ptr(),
-            len,
-            wide.as_mut_ptr(),
-            wide.len() as i32,
-        )
-    };
-    if n <= 0 {
-        return None;
+    for code_page in [GB18030, GBK] {
+        // SAFETY: src/len describe `bytes`, dst/len describe `wide`; a UTF-16 unit per byte is
+        // always enough (GB18030 has no sequence that decodes to more units than it has bytes).
+        let n = unsafe {
+            MultiByteToWideChar(
+                code_page,
+                MB_ERR_INVALID_CHARS,
+                bytes.as_ptr(),
+                len,
+                wide.as_mut_ptr(),
+                wide.len() as i32,
+            )
+        };
+        if n > 0 {
+            return String::from_utf16(&wide[..n as usize]).ok();
+        }
     }
-    String::from_utf16(&wide[..n as usize]).ok()
+    None
 }
 
 #[cfg(not(any(unix, windows)))]

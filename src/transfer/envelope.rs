@@ -33,7 +33,8 @@ pub fn china_time_now() -> String {
         .to_string()
 }
 
-fn esc(s: &str) -> String {
+/// Escaped for XML text (the simulated client's receipts use it too).
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

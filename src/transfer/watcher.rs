@@ -64,8 +64,9 @@ fn run(t: &Transfer, hooks: &Webhooks, stop: &Receiver<()>) {
     }
 }
 
-/// The candidate files and their sizes: `*.xml`, not dot-files (another writer's temp files).
-fn scan(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
+/// The candidate files and their sizes, sorted: `*.xml`, not dot-files (another writer's temp
+/// files), not empty. Also the simulated transfer client's look at the outbox.
+pub(crate) fn scan(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
@@ -141,7 +142,7 @@ fn handle(t: &Transfer, hooks: &Webhooks, path: &Path) {
 }
 
 /// Moves `path` into `dir` (copy and delete across volumes), under a fresh name if taken.
-fn move_to(path: &Path, dir: &Path) -> Option<PathBuf> {
+pub(crate) fn move_to(path: &Path, dir: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_string_lossy().to_string();
     let mut target = dir.join(&name);
     if target.exists() {

@@ -139,9 +139,20 @@ impl Proxy {
 
     /// `start_in`, with these environment variables set for the proxy.
     pub fn start_with_env(dir: TempDir, config: &Value, env: &[(&str, &str)]) -> Proxy {
+        Self::start_with_args(dir, config, env, &[])
+    }
+
+    /// `start_with_env`, with these command-line arguments before `-config`.
+    pub fn start_with_args(
+        dir: TempDir,
+        config: &Value,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proxy {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
+            .args(args)
             .arg("-config")
             .arg(&path)
             .env_remove("RUST_LOG")

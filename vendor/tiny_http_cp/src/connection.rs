@@ -2,10 +2,7 @@
 
 #[cfg(unix)]
 use std::os::unix::net as unix_net;
-use std::{
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
-    path::PathBuf,
-};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 
 /// Unified listener. Either a [`TcpListener`] or [`std::os::unix::net::UnixListener`]
 pub enum Listener {
@@ -177,7 +174,7 @@ impl ConfigListenAddr {
     }
 
     #[cfg(unix)]
-    pub fn unix_from_path<P: Into<PathBuf>>(path: P) -> Self {
+    pub fn unix_from_path<P: Into<std::path::PathBuf>>(path: P) -> Self {
         Self::Unix(path.into())
     }
 

@@ -460,6 +460,8 @@ impl Server {
     pub fn close_listener(&self) {
         self.close.store(true, Relaxed);
         // wake the accept thread, which then sees the flag and ends, dropping the listener
+        // (without Unix sockets, on Windows, the pattern always matches)
+        #[allow(irrefutable_let_patterns)]
         if let ListenAddr::IP(addr) = &self.listening_addr {
             let mut addr = *addr;
             if addr.ip().is_unspecified() {
