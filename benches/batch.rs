@@ -239,10 +239,13 @@ fn run(callers: usize, secs: f64, card_ms: u64) {
     let n = *counts.lock().unwrap();
     let capacity = elapsed * 1000.0 / card_ms as f64;
     let mut lat: Vec<f64> = second.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
+    // its first call comes with the batch's first burst: both hosts are new then, and it waits
+    // behind the batch's first queued call too (one of each other host, by design)
+    let after_first = lat.iter().skip(1).copied().fold(f64::NAN, f64::max);
     lat.sort_by(f64::total_cmp);
     let second_ok = second.iter().filter(|(_, ok)| *ok).count();
     println!(
-        "| {callers} | {} | {} | {} | {} | {:.1} s | {:.0} | {:.0} % | {second_ok}/{} | {:.0} ms | {:.0} ms |",
+        "| {callers} | {} | {} | {} | {} | {:.1} s | {:.0} | {:.0} % | {second_ok}/{} | {:.0} ms | {:.0} ms | {:.0} ms |",
         n[0],
         n[1],
         n[2],
@@ -253,6 +256,7 @@ fn run(callers: usize, secs: f64, card_ms: u64) {
         second.len(),
         lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN),
         lat.last().copied().unwrap_or(f64::NAN),
+        after_first,
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
@@ -266,9 +270,9 @@ fn main() {
         "batch from one host: card {card_ms} ms a call, ukey.timeout_ms 10000, {secs} s a run"
     );
     println!(
-        "| callers on 127.0.0.1 | answered 200 | readable 503 | other status | broken | longest answer | card's own capacity (calls) | card busy for callers | 127.0.0.2 answered | its p50 | its max |"
+        "| callers on 127.0.0.1 | answered 200 | readable 503 | other status | broken | longest answer | card's own capacity (calls) | card busy for callers | 127.0.0.2 answered | its p50 | its max | max after its first |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for callers in [64, 128] {
         run(callers, secs, card_ms);
     }
