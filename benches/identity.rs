@@ -10,13 +10,15 @@
 //! Run: `cargo bench --bench identity`; `BENCH_CARD_SECONDS` sets each run's length (default
 //! 15), `BENCH_CARD_MS` the card's time per call (default 150).
 
+mod common;
+
 use chinaport_proxy::customs::cardsig;
 use chinaport_proxy::customs::cert::CertInfo;
 use chinaport_proxy::simulator::{Card, CardKind, SimOptions, Simulator};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -82,6 +84,7 @@ impl Conn {
     }
 }
 
+/// The proxy on the shipped defaults, except what the bench needs: this card, no secret.
 fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
     let config = json!({
         "server": {"host": "127.0.0.1", "port": "0"},
@@ -89,43 +92,7 @@ fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
         "auth": {"allow_unauthenticated": true},
         "log": {"verbose": false}
     });
-    let path = dir.join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chinaport-proxy"))
-        .arg("-config")
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("the proxy's log").unwrap();
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on http://".len()..];
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-fn wait_healthy(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") && out.contains("cus-sec_SpcGetSignCertAsPEM") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the proxy did not become healthy with its identity cache filled");
+    common::start_proxy(&config, dir)
 }
 
 /// Messages signed per second by `CALLERS` callers, and messages that failed.
@@ -142,7 +109,7 @@ fn run(cache: bool, secs: f64, card_ms: u64) -> (f64, usize) {
     .expect("simulator");
     sim.faults().set_latency(Duration::from_millis(card_ms));
     let (mut proxy, addr) = start_proxy(&sim.url(), &dir);
-    wait_healthy(addr);
+    common::wait_healthy(addr, "cus-sec_SpcGetSignCertAsPEM");
     let stop = Arc::new(AtomicBool::new(false));
     let (signed, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();
