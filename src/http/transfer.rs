@@ -1,12 +1,13 @@
-//! `POST /api/ceb/send`: signs an unsigned CEB message exactly as `/api/ceb/sign` does (by
-//! calling it, self-check included), wraps it as `transfer.envelope` says and writes it
+//! `POST /api/ceb/send`: signs an unsigned CEB message exactly as `/api/ceb/sign` does (the
+//! same `crate::sign` workflow, self-check included), wraps it as `transfer.envelope` says and writes it
 //! atomically into the transfer client's outbox. `GET /api/receipts`: what was sent and received
 //! for a message. The work is `crate::transfer`.
 
-use super::App;
 use super::exchange::{Exchange, Input};
-use super::reply::{Body, Reply};
+use super::reply::Reply;
+use super::{App, audit, domain};
 use crate::config::Envelope;
+use crate::sign;
 use crate::transfer::message::Meta;
 use crate::transfer::{envelope, outbox};
 use serde_json::{Map, Value, json};
@@ -59,19 +60,14 @@ fn sign_and_write(
     attempt: u32,
     ex: &mut Exchange,
 ) -> Reply {
-    // the one place that signs: through /api/ceb/sign's own handler
-    let sign_input = Input {
-        body: json!({"xml": xml}).to_string().into_bytes(),
-        content_type: "application/json".into(),
-        ..Input::default()
-    };
-    let signed = super::ceb::sign(app, &sign_input, ex);
-    let signed_xml = match &signed.body {
-        Body::Json(v) if signed.status == 200 => match v["signedXml"].as_str() {
-            Some(s) => s.to_string(),
-            None => return Reply::error(500, "signing answered without signedXml"),
-        },
-        _ => return signed,
+    // the same workflow as /api/ceb/sign, self-check included
+    let signed_xml = match sign::sign_ceb(&domain::card(app, ex), &app.config.ceb, xml) {
+        Ok(s) => s.signed,
+        Err(e) => {
+            let reply = domain::reply(&e, &ex.request_id);
+            audit::report_operation_failure(app, sign::SIGN_METHOD, &reply, &ex.request_id);
+            return reply;
+        }
     };
     let cop_msg_id = uuid::Uuid::new_v4().to_string().to_uppercase();
     let receiver = receiver.unwrap_or_else(|| envelope::receiver_for(&meta.msg_type).to_string());
