@@ -251,6 +251,7 @@ print(json.dumps(out))
         ("chinaport_webhook_events_dropped", "counter"),
         ("chinaport_cert_days_left", "gauge"),
         ("chinaport_build_info", "gauge"),
+        ("chinaport_card_info", "gauge"),
     ] {
         assert_eq!(fams[name]["type"], kind, "{name} in {fams}");
     }
@@ -267,6 +268,11 @@ print(json.dumps(out))
             .contains("\"other\"")
     );
     assert_eq!(fams["chinaport_ukey_connected"]["samples"][0][2], 1.0);
+    // the card this proxy serves, for a Prometheus job over the fleet (#26.1)
+    assert_eq!(
+        fams["chinaport_card_info"]["samples"][0][1]["cert_no"],
+        sim.cert_no().as_str()
+    );
     assert!(!text.contains(PASSWORD));
 }
 

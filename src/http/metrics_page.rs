@@ -154,6 +154,22 @@ pub fn get(app: &App, _: &Input, _: &mut Exchange) -> Reply {
             days_left(not_after, now_ms() / 1000) as f64,
         );
     }
+    // #26.1: which card this proxy serves, so one Prometheus job over the fleet can tell the
+    // proxies apart (and a target labelled with another number has had its card swapped). The
+    // number comes from the card: only the characters certificate numbers are made of go in.
+    if let Some(cert_no) = status.cert_no() {
+        let safe: String = cert_no
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect();
+        e.labelled(
+            "chinaport_card_info",
+            "gauge",
+            "The certificate number of the card this proxy serves (as its health probe read it).",
+            &[(format!("cert_no=\"{safe}\""), 1.0)],
+        );
+    }
     e.labelled(
         "chinaport_build_info",
         "gauge",
