@@ -10,16 +10,13 @@
 
 mod common;
 
-use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
+use chinaport_proxy::simulator::CardKind;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "88888888";
 
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -107,31 +104,10 @@ impl Conn {
     }
 }
 
-/// The proxy on the shipped defaults, except what the bench needs: this card, no secret.
-fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
-    let config = json!({
-        "server": {"host": "127.0.0.1", "port": "0"},
-        "ukey": {"url": card_url, "password": PASSWORD, "timeout_ms": 10000},
-        "auth": {"allow_unauthenticated": true},
-        "log": {"verbose": false}
-    });
-    common::start_proxy(&config, dir)
-}
-
 fn run(callers: usize, secs: f64, card_ms: u64) {
-    let dir = std::env::temp_dir().join(format!("bench-batch-{}-{callers}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sim = Simulator::start(SimOptions {
-        listen: "127.0.0.1:0".into(),
-        password: PASSWORD.into(),
-        key_file: Some(dir.join("card.pem")),
-        card: CardKind::Rsa,
-        cert_days: None,
-    })
-    .expect("simulator");
-    sim.faults().set_latency(Duration::from_millis(card_ms));
-    let (mut proxy, addr) = start_proxy(&sim.url(), &dir);
-    common::wait_healthy(addr, "");
+    // `_card` is held to the end of the run: dropping it would stop the stand-in
+    let (_card, mut proxy, addr, dir) =
+        common::card_and_proxy(&format!("batch-{callers}"), CardKind::Rsa, card_ms, "");
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Mutex::new([0usize; 4])); // 200, readable 503, other status, broken
     let started = Instant::now();

@@ -14,16 +14,14 @@ mod common;
 
 use chinaport_proxy::customs::cardsig;
 use chinaport_proxy::customs::cert::CertInfo;
-use chinaport_proxy::simulator::{Card, CardKind, SimOptions, Simulator};
+use chinaport_proxy::simulator::{Card, CardKind};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "88888888";
 const CALLERS: usize = 16;
 
 fn env_f64(name: &str, default: f64) -> f64 {
@@ -84,32 +82,15 @@ impl Conn {
     }
 }
 
-/// The proxy on the shipped defaults, except what the bench needs: this card, no secret.
-fn start_proxy(card_url: &str, dir: &std::path::Path) -> (Child, SocketAddr) {
-    let config = json!({
-        "server": {"host": "127.0.0.1", "port": "0"},
-        "ukey": {"url": card_url, "password": PASSWORD, "timeout_ms": 10000},
-        "auth": {"allow_unauthenticated": true},
-        "log": {"verbose": false}
-    });
-    common::start_proxy(&config, dir)
-}
-
 /// Messages signed per second by `CALLERS` callers, and messages that failed.
 fn run(cache: bool, secs: f64, card_ms: u64) -> (f64, usize) {
-    let dir = std::env::temp_dir().join(format!("bench-identity-{}-{cache}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sim = Simulator::start(SimOptions {
-        listen: "127.0.0.1:0".into(),
-        password: PASSWORD.into(),
-        key_file: Some(dir.join("card.pem")),
-        card: CardKind::Sm2,
-        cert_days: None,
-    })
-    .expect("simulator");
-    sim.faults().set_latency(Duration::from_millis(card_ms));
-    let (mut proxy, addr) = start_proxy(&sim.url(), &dir);
-    common::wait_healthy(addr, "cus-sec_SpcGetSignCertAsPEM");
+    // `_card` is held to the end of the run: dropping it would stop the stand-in
+    let (_card, mut proxy, addr, dir) = common::card_and_proxy(
+        &format!("identity-{cache}"),
+        CardKind::Sm2,
+        card_ms,
+        "cus-sec_SpcGetSignCertAsPEM",
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let (signed, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();

@@ -1,10 +1,15 @@
 //! What the benches that run the real binary share: starting it on a config written to a temp
-//! folder (its port read from its log), and waiting until `/health` says it is ready.
+//! folder (its port read from its log), waiting until `/health` says it is ready, and a stand-in
+//! card with the proxy in front of it.
 
-use serde_json::Value;
+/// The simulator's card password, as the proxy's config gives it.
+pub const PASSWORD: &str = "88888888";
+
+use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,4 +54,35 @@ pub fn wait_healthy(addr: SocketAddr, must_contain: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("the proxy did not become healthy (with {must_contain:?} in /health)");
+}
+
+/// A stand-in card of `kind` that takes `card_ms` a call, and the proxy on the shipped defaults
+/// in front of it (no secret: the callers are the bench), ready once `/health` shows
+/// `health_shows`. Their files go to a temp folder named after `name`, returned too.
+pub fn card_and_proxy(
+    name: &str,
+    kind: CardKind,
+    card_ms: u64,
+    health_shows: &str,
+) -> (Simulator, Child, SocketAddr, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Simulator::start(SimOptions {
+        listen: "127.0.0.1:0".into(),
+        password: PASSWORD.into(),
+        key_file: Some(dir.join("card.pem")),
+        card: kind,
+        cert_days: None,
+    })
+    .expect("simulator");
+    sim.faults().set_latency(Duration::from_millis(card_ms));
+    let config = json!({
+        "server": {"host": "127.0.0.1", "port": "0"},
+        "ukey": {"url": sim.url(), "password": PASSWORD, "timeout_ms": 10000},
+        "auth": {"allow_unauthenticated": true},
+        "log": {"verbose": false}
+    });
+    let (proxy, addr) = start_proxy(&config, &dir);
+    wait_healthy(addr, health_shows);
+    (sim, proxy, addr, dir)
 }
