@@ -79,20 +79,6 @@ use chinaport_proxy::simulator::{CardKind, SimOptions, Simulator};
 use common::*;
 use serde_json::json;
 
-fn cert_pem(sim: &chinaport_proxy::simulator::Simulator) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(sim.sign_cert_der());
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
-}
-
 /// xmlsec1's verdict on a signed document, given the signer's certificate.
 fn xmlsec_verifies(dir: &TempDir, signed: &str, cert: &str) -> bool {
     let doc = dir.path().join("signed.xml");

@@ -51,15 +51,7 @@ fn signatures_verify_with_the_certificate_it_hands_out() {
 
     // and openssl, an independent implementation
     let dir = TempDir::new("openssl");
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        cert_b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let pem = pem_certificate(&cert_b64);
     std::fs::write(dir.path().join("cert.pem"), pem).unwrap();
     std::fs::write(dir.path().join("data.txt"), text).unwrap();
     std::fs::write(dir.path().join("sig.bin"), &raw).unwrap();

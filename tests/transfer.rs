@@ -14,20 +14,6 @@ use std::time::Duration;
 
 const SECRET: &str = "test-app-secret-9f2";
 
-fn cert_pem(sim: &chinaport_proxy::simulator::Simulator) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(sim.sign_cert_der());
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
-}
-
 fn xmlsec_verifies(dir: &Path, doc: &Path, cert: &str) -> bool {
     let pem = dir.join("cert.pem");
     std::fs::write(&pem, cert).unwrap();
@@ -452,15 +438,7 @@ fn embedded_cert(signed_xml: &str) -> String {
         .trim_end_matches("</ds:")
         .trim();
     let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
+    pem_certificate(&b64)
 }
 
 #[test]

@@ -546,3 +546,22 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A certificate given as base64 DER, as PEM (64-character lines), for openssl and xmlsec1.
+pub fn pem_certificate(der_b64: &str) -> String {
+    let lines: Vec<&str> = der_b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The simulator's signing certificate, as PEM.
+pub fn cert_pem(sim: &Simulator) -> String {
+    use base64::Engine;
+    pem_certificate(&base64::engine::general_purpose::STANDARD.encode(sim.sign_cert_der()))
+}
