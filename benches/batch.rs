@@ -10,25 +10,13 @@
 
 mod common;
 
+use common::{Answer, Conn, env_f64};
+
 use chinaport_proxy::simulator::CardKind;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One keep-alive connection from a chosen loopback address.
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
 
 /// What one call ended with.
 enum Outcome {
@@ -38,69 +26,16 @@ enum Outcome {
     Broken,
 }
 
-impl Conn {
-    fn open(from: [u8; 4], to: SocketAddr) -> Option<Conn> {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-        socket.bind(&SocketAddr::from((from, 0)).into()).ok()?;
-        socket.connect(&to.into()).ok()?;
-        let stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .ok()?;
-        Some(Conn {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    fn call(&mut self, data: &str) -> Outcome {
-        let body =
-            json!({"_method": "cus-sec_SpcSignDataAsPEM", "args": {"inData": data}}).to_string();
-        let head = format!(
-            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        let stream = self.reader.get_mut();
-        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err()
-        {
-            return Outcome::Broken;
-        }
-        let (mut status, mut len, mut retry) = (0u16, 0usize, 0u64);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return Outcome::Broken,
-                Ok(_) => {}
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if status == 0 {
-                status = l
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-            } else if let Some((n, v)) = l.split_once(':') {
-                let v = v.trim();
-                if n.eq_ignore_ascii_case("content-length") {
-                    len = v.parse().unwrap_or(0);
-                } else if n.eq_ignore_ascii_case("retry-after") {
-                    retry = v.parse().unwrap_or(1);
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        if self.reader.read_exact(&mut body).is_err() {
-            return Outcome::Broken;
-        }
-        match status {
-            200 => Outcome::Ok,
-            503 if retry > 0 => Outcome::Busy(retry),
-            _ => Outcome::Other,
-        }
+/// One signing call on `conn`, as the table counts it.
+fn call(conn: &mut Conn, data: &str) -> Outcome {
+    match conn.call("cus-sec_SpcSignDataAsPEM", json!({"inData": data})) {
+        None => Outcome::Broken,
+        Some(a) if a.status == 200 => Outcome::Ok,
+        Some(Answer {
+            status: 503,
+            retry_after_s: Some(s),
+        }) if s > 0 => Outcome::Busy(s),
+        Some(_) => Outcome::Other,
     }
 }
 
@@ -132,7 +67,7 @@ fn run(callers: usize, secs: f64, card_ms: u64) {
                     };
                     k += 1;
                     let sent = Instant::now();
-                    let outcome = cn.call(&format!("order-{c}-{k}"));
+                    let outcome = call(cn, &format!("order-{c}-{k}"));
                     {
                         let mut l = longest.lock().unwrap();
                         *l = (*l).max(sent.elapsed());
@@ -166,7 +101,7 @@ fn run(callers: usize, secs: f64, card_ms: u64) {
     let mut b = Conn::open([127, 0, 0, 2], addr).expect("second host");
     while started.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
-        let ok = matches!(b.call("second-host"), Outcome::Ok);
+        let ok = matches!(call(&mut b, "second-host"), Outcome::Ok);
         second.push((t.elapsed(), ok));
         std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
     }

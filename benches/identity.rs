@@ -12,75 +12,17 @@
 
 mod common;
 
+use common::{Conn, env_f64};
+
 use chinaport_proxy::customs::cardsig;
 use chinaport_proxy::customs::cert::CertInfo;
 use chinaport_proxy::simulator::{Card, CardKind};
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CALLERS: usize = 16;
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One keep-alive connection.
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(to: SocketAddr) -> Option<Conn> {
-        let stream = TcpStream::connect(to).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .ok()?;
-        Some(Conn {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// One `/rpc` call; its status, or `None` when the connection broke.
-    fn call(&mut self, method: &str, args: Value) -> Option<u16> {
-        let body = json!({"_method": method, "args": args}).to_string();
-        let head = format!(
-            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        let stream = self.reader.get_mut();
-        stream.write_all(head.as_bytes()).ok()?;
-        stream.write_all(body.as_bytes()).ok()?;
-        let (mut status, mut len) = (0u16, 0usize);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if status == 0 {
-                status = l.split_whitespace().nth(1)?.parse().ok()?;
-            } else if let Some((n, v)) = l.split_once(':')
-                && n.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().ok()?;
-            }
-        }
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).ok()?;
-        Some(status)
-    }
-}
 
 /// Messages signed per second by `CALLERS` callers, and messages that failed.
 fn run(cache: bool, secs: f64, card_ms: u64) -> (f64, usize) {
@@ -98,24 +40,25 @@ fn run(cache: bool, secs: f64, card_ms: u64) -> (f64, usize) {
         .map(|c| {
             let (stop, signed, failed) = (stop.clone(), signed.clone(), failed.clone());
             std::thread::spawn(move || {
-                let mut conn = Conn::open(addr).expect("connect");
+                let mut conn = Conn::open([127, 0, 0, 1], addr).expect("connect");
                 let mut k = 0;
                 while !stop.load(Ordering::Relaxed) {
                     k += 1;
                     // off: an argument makes the read one the cache does not answer
                     let read_args = if cache { json!({}) } else { json!({"n": k}) };
-                    let ok = conn.call("cus-sec_SpcGetCertNo", read_args) == Some(200)
-                        && conn.call(
+                    let ok_200 = |a: Option<common::Answer>| a.is_some_and(|a| a.status == 200);
+                    let ok = ok_200(conn.call("cus-sec_SpcGetCertNo", read_args))
+                        && ok_200(conn.call(
                             "cus-sec_SpcSignDataAsPEM",
                             json!({"inData": format!("message-{c}-{k}")}),
-                        ) == Some(200);
+                        ));
                     if stop.load(Ordering::Relaxed) {
                         break; // finished after the clock stopped: not counted
                     }
                     let n = if ok { &signed } else { &failed };
                     n.fetch_add(1, Ordering::Relaxed);
                     if !ok {
-                        conn = Conn::open(addr).expect("reconnect");
+                        conn = Conn::open([127, 0, 0, 1], addr).expect("reconnect");
                     }
                 }
             })

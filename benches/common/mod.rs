@@ -2,6 +2,9 @@
 //! folder (its port read from its log), waiting until `/health` says it is ready, and a stand-in
 //! card with the proxy in front of it.
 
+// each bench uses part of this module
+#![allow(dead_code)]
+
 /// The simulator's card password, as the proxy's config gives it.
 pub const PASSWORD: &str = "88888888";
 
@@ -85,4 +88,81 @@ pub fn card_and_proxy(
     let (proxy, addr) = start_proxy(&config, &dir);
     wait_healthy(addr, health_shows);
     (sim, proxy, addr, dir)
+}
+
+/// A number from the environment, or `default`.
+pub fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What a `/rpc` call was answered with.
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, where the answer had one.
+    pub retry_after_s: Option<u64>,
+}
+
+/// One keep-alive connection to the proxy, from a chosen loopback address, as a plain HTTP
+/// client makes it: one `/rpc` call after another on the same socket.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(from: [u8; 4], to: SocketAddr) -> Option<Conn> {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        socket.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+        socket.connect(&to.into()).ok()?;
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        Some(Conn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// One `/rpc` call; `None` when the connection broke before a whole answer came.
+    pub fn call(&mut self, method: &str, args: Value) -> Option<Answer> {
+        let body = json!({"_method": method, "args": args}).to_string();
+        let head = format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let (mut status, mut len, mut retry_after_s) = (0u16, 0usize, None);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = l.split_whitespace().nth(1)?.parse().ok()?;
+            } else if let Some((n, v)) = l.split_once(':') {
+                let v = v.trim();
+                if n.eq_ignore_ascii_case("content-length") {
+                    len = v.parse().ok()?;
+                } else if n.eq_ignore_ascii_case("retry-after") {
+                    retry_after_s = Some(v.parse().unwrap_or(1));
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).ok()?;
+        Some(Answer {
+            status,
+            retry_after_s,
+        })
+    }
 }
