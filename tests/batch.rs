@@ -30,6 +30,22 @@ fn assert_readable_503(r: &Resp) {
     assert!(e.contains("busy"), "{e}");
 }
 
+/// The answers counted as (200, readable 503); any other status fails the test.
+fn tally(answers: impl Iterator<Item = Resp>) -> (usize, usize) {
+    let (mut ok, mut shed) = (0, 0);
+    for r in answers {
+        match r.status {
+            200 => ok += 1,
+            503 => {
+                assert_readable_503(&r);
+                shed += 1;
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    (ok, shed)
+}
+
 fn pending(proxy: &Proxy) -> usize {
     proxy
         .get("/metrics")
@@ -91,20 +107,12 @@ fn a_batch_of_128_from_one_host_is_answered_and_a_second_host_goes_ahead_of_it()
         at <= sent_before + 3,
         "host b's call was the card's call {at}, with {sent_before} sent when it came"
     );
-    let (mut ok, mut shed) = (0, 0);
-    for c in callers {
-        for r in c.join().unwrap() {
-            let r = r.expect("every call gets a readable answer; none is broken");
-            match r.status {
-                200 => ok += 1,
-                503 => {
-                    assert_readable_503(&r);
-                    shed += 1;
-                }
-                other => panic!("{other}: {}", r.text()),
-            }
-        }
-    }
+    let (ok, shed) = tally(callers.into_iter().flat_map(|c| {
+        c.join()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.expect("every call gets a readable answer; none is broken"))
+    }));
     assert_eq!(ok + shed, 256);
     assert!(ok > 0, "no call of the batch was answered");
 }
@@ -149,18 +157,7 @@ fn a_host_that_fills_its_share_is_turned_away_and_another_is_served() {
         .send("POST", "/rpc", &[], &sign_body("host-b"))
         .expect("host b's answer");
     assert_eq!(r.status, 200, "{}", r.text());
-    let (mut ok, mut shed) = (0, 0);
-    for c in callers {
-        let r = c.join().unwrap();
-        match r.status {
-            200 => ok += 1,
-            503 => {
-                assert_readable_503(&r);
-                shed += 1;
-            }
-            other => panic!("{other}: {}", r.text()),
-        }
-    }
+    let (ok, shed) = tally(callers.into_iter().map(|c| c.join().unwrap()));
     assert_eq!(ok + shed, 12);
     assert!(
         ok <= 5,
