@@ -98,6 +98,11 @@ impl Published {
         self.forget_asked.store(true, Ordering::SeqCst);
     }
 
+    /// Whether a worker asked for the cache to be dropped and the UKey thread has not taken it.
+    pub fn forget_pending(&self) -> bool {
+        self.forget_asked.load(Ordering::SeqCst)
+    }
+
     /// A worker's request to drop the cache, taken (by the UKey thread).
     pub fn take_forget(&self) -> Option<String> {
         if !self.forget_asked.swap(false, Ordering::SeqCst) {

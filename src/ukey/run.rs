@@ -222,12 +222,14 @@ impl Runner {
         // Jobs only matter while a call could be sent; otherwise they wait in the channel and
         // are taken when the card's reply frees the slot.
         let want_jobs = self.session.wants_jobs();
-        let rx = &self.rx;
+        let (rx, identity) = (&self.rx, &self.status.identity);
+        // a worker's request to drop the identity cache rings the same bell as a job: a request
+        // made just before the thread said it sleeps must not wait for the next wake-up either
         let woke = wait::wait(
             conn.socket(),
             &self.bell,
             want_jobs,
-            || !rx.is_empty(),
+            || !rx.is_empty() || identity.forget_pending(),
             timeout,
         );
         let read = match woke {
