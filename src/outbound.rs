@@ -87,10 +87,29 @@ impl TlsTrust {
         }
     }
 
-    /// An agent whose requests may take `timeout` each.
+    /// An agent whose requests may take `timeout` each (for a request path: the caller's
+    /// budget bounds the whole exchange, name lookup included).
     pub fn agent(&self, timeout: Duration) -> ureq::Agent {
+        self.config().timeout_global(Some(timeout)).build().into()
+    }
+
+    /// An agent for a background thread (the webhook sender), whose requests may take
+    /// `timeout` in each phase: connect, send, answer. The name lookup has no timeout of its
+    /// own (the system resolver's applies) because with one ureq looks up in a new thread on
+    /// every request, even for an IP address: a thread per webhook event.
+    pub fn background_agent(&self, timeout: Duration) -> ureq::Agent {
+        self.config()
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_send_body(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout))
+            .build()
+            .into()
+    }
+
+    fn config(&self) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
         ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .tls_config(
                 TlsConfig::builder()
@@ -98,8 +117,6 @@ impl TlsTrust {
                     .root_certs(self.roots())
                     .build(),
             )
-            .build()
-            .into()
     }
 }
 

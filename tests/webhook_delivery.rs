@@ -315,3 +315,28 @@ fn new_events_do_not_cut_the_backoff_short() {
     let attempts = rx.attempts().len();
     assert!(attempts < 3, "{attempts} attempts within the backoff");
 }
+
+/// A new connection per event cost the sender most of its time (connect, close, fresh buffers):
+/// the sender must read each answer to its end so that the next event rides the same one.
+#[test]
+fn events_to_one_receiver_ride_one_kept_alive_connection() {
+    let sim = simulator();
+    let rx = Receiver::start(SECRET);
+    let proxy = start(&sim, &rx, &[]);
+    // an answer with a body, which the sender must read for the connection to be kept
+    rx.set_reply(&"x".repeat(4096));
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        sent.push(call(&proxy, &format!("keep-alive-{i}")));
+        // one at a time: each event is delivered before the next, so none share a batch
+        wait_delivered(&proxy, &rx, &sent);
+    }
+    let peers: std::collections::BTreeSet<_> =
+        rx.attempts().iter().filter_map(|a| a.peer).collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "20 events came over {} connections: {peers:?}",
+        peers.len()
+    );
+}

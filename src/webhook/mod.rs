@@ -20,11 +20,16 @@ use journal::{Journal, Kind, Record};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// One delivery attempt may take this long (a slow receiver delays only the sender thread).
+/// Each phase of one delivery attempt (connect, send, answer) may take this long; a slow
+/// receiver delays only the sender thread.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of a receiver's answer is read (it is not used: only its status counts).
+const RECEIVER_ANSWER_MAX: u64 = 64 * 1024;
 
 /// Where and how webhooks are sent.
 #[derive(Clone)]
@@ -116,6 +121,10 @@ pub struct Webhooks {
     failure: bool,
     receipt: bool,
     wake: Sender<()>,
+    /// Up while the sender sleeps with nothing to deliver: only then does an event wake it (one
+    /// wake for the first event, none while it is busy or backing off). Each wake is a thread
+    /// switch on the request path's core: at 64 callers that cost more than the record itself.
+    sender_idle: Arc<AtomicBool>,
     masker: Masker,
 }
 
@@ -146,6 +155,7 @@ impl Webhooks {
             failure: false,
             receipt: false,
             wake,
+            sender_idle: Arc::default(),
             masker: Masker::default(),
         }
     }
@@ -183,10 +193,11 @@ impl Webhooks {
             failure,
             receipt,
             wake,
+            sender_idle: Arc::default(),
             masker: masker.clone(),
         };
         let sender = Delivery {
-            agent: settings.tls.agent(ATTEMPT_TIMEOUT),
+            agent: settings.tls.background_agent(ATTEMPT_TIMEOUT),
             settings,
             journal,
             hooks: hooks.clone(),
@@ -349,8 +360,13 @@ impl Webhooks {
             Ok(()) | Err(journal::JournalError::Full { .. }) => {}
             Err(e) => log::error!("{e}"),
         }
-        // also on Full: the sender writes the dropped count to the marker
-        let _ = self.wake.try_send(());
+        // also on Full: the sender writes the dropped count to the marker. The flag is read
+        // after the append: see `Delivery::run` for the other half
+        if matches!(result, Err(journal::JournalError::Full { .. }))
+            || self.sender_idle.swap(false, Ordering::SeqCst)
+        {
+            let _ = self.wake.try_send(());
+        }
         result
     }
 
@@ -398,6 +414,7 @@ impl Delivery {
         let mut next_try = Instant::now();
         loop {
             let now = Instant::now();
+            let seen = self.journal.appended();
             if now >= next_try {
                 match self.deliver_pending(stop) {
                     Ok(()) => {
@@ -442,6 +459,15 @@ impl Delivery {
                 .flatten()
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
+            if failing_since.is_none() {
+                // flag up, then look: an event appended before the flag was up is seen here,
+                // one appended after it finds the flag up and wakes this thread (both SeqCst)
+                self.hooks.sender_idle.store(true, Ordering::SeqCst);
+                if self.journal.appended() != seen {
+                    self.hooks.sender_idle.store(false, Ordering::SeqCst);
+                    continue;
+                }
+            }
             select! {
                 recv(stop) -> _ => {
                     if let Err(e) = self.journal.flush_marker() {
@@ -458,6 +484,7 @@ impl Delivery {
                 },
                 default(timeout) => {}
             }
+            self.hooks.sender_idle.store(false, Ordering::SeqCst);
         }
     }
 
@@ -561,6 +588,10 @@ impl Delivery {
                 self.journal
                     .mark_delivered(record.seq, len)
                     .map_err(|e| format!("cannot update the journal marker: {e}"))?;
+                // hand the core to any request thread that is ready: while a backlog drains
+                // this thread never blocks long, and the scheduler would otherwise let it finish
+                // its time slice first (milliseconds) before a signed call that just arrived
+                std::thread::yield_now();
             }
         }
     }
@@ -613,8 +644,16 @@ impl Delivery {
         // the same on every attempt and after a restart: what a receiver drops duplicates by
         request = request.header("X-Webhook-Seq", record.seq.to_string());
         match request.send(&body[..]) {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
+                // read to its end, so that ureq keeps the connection for the next event: an
+                // unread answer closes it, and a new connection per event cost the sender most
+                // of its time (connect, close, and ureq's 256 KB of fresh buffers each)
+                let _ = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(RECEIVER_ANSWER_MAX)
+                    .read_to_vec();
                 match status {
                     200..=299 => Outcome::Delivered,
                     410 => Outcome::Gone,

@@ -40,6 +40,8 @@ pub struct Attempt {
     pub signature_ok: bool,
     pub status: u16,
     pub seq: Option<u64>,
+    /// The sender's address and port: one per TCP connection.
+    pub peer: Option<SocketAddr>,
 }
 
 struct State {
@@ -123,6 +125,7 @@ impl Receiver {
                         signature_ok,
                         status,
                         seq: header("X-Webhook-Seq").and_then(|s| s.parse().ok()),
+                        peer: rq.remote_addr().copied(),
                     });
                     if status == 200 {
                         let headers = rq
