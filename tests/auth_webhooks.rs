@@ -311,10 +311,14 @@ fn failure_webhooks_for_each_type() {
         .iter()
         .filter(|e| e.body["details"]["type"] == "connection_failure")
         .count();
+    // the drop is the outage's first failure, one refused attempt its second: each could
+    // report it, and only the first may (one refused attempt, not three: the backoff doubles,
+    // and the third would cost the suite 4 s more)
+    let attempts_before = sim.connections_accepted();
     sim.faults().set_refuse(true);
     sim.drop_connections();
-    wait_for(Duration::from_secs(15), "several refused attempts", || {
-        (sim.connections_accepted() >= 4).then_some(())
+    wait_for(Duration::from_secs(15), "a refused attempt", || {
+        (sim.connections_accepted() > attempts_before).then_some(())
     });
     sim.faults().set_refuse(false);
     wait_for(Duration::from_secs(15), "ukey_recovered", || {
@@ -418,7 +422,7 @@ fn a_slow_receiver_adds_nothing_to_rpc_latency() {
     let sim = simulator();
     let rx = Receiver::start(SECRET);
     // slower than the bar below, so a delivery on the request path would show
-    rx.set_delay(Duration::from_secs(1));
+    rx.set_delay(Duration::from_millis(700));
     let proxy = webhook_proxy(&sim.url(), &rx, json!({}));
     proxy.wait_healthy();
     let mut worst = Duration::ZERO;
@@ -429,8 +433,9 @@ fn a_slow_receiver_adds_nothing_to_rpc_latency() {
         assert_eq!(r.status, 200);
     }
     assert!(worst < Duration::from_millis(500), "a call took {worst:?}");
-    wait_for(Duration::from_secs(20), "the slow deliveries", || {
-        (rx.of_kind("api_audit").len() >= 5).then_some(())
+    // the sender goes on past a slow answer (every record arriving is tested elsewhere)
+    wait_for(Duration::from_secs(20), "two slow deliveries", || {
+        (rx.of_kind("api_audit").len() >= 2).then_some(())
     });
 }
 

@@ -125,7 +125,9 @@ fn a_newline_in_a_method_cannot_forge_a_log_line_and_long_text_is_capped() {
     // a path with a terminal escape and a lone CR (which some viewers show as a line break)
     let _ = raw_request(
         proxy.addr,
-        b"GET /p\x1b[2Jq\rFORGED-CR HTTP/1.1\r\nHost: a\r\n\r\n",
+        // (Connection: close: raw_request reads to the end, and a kept-alive connection ends only
+        // at the server's idle timeout, 5 s later)
+        b"GET /p\x1b[2Jq\rFORGED-CR HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     proxy.wait_log("/p\\u{1b}[2Jq\\rFORGED-CR", Duration::from_secs(5));
     let log = proxy.log();
