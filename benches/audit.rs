@@ -30,7 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PASSWORD: &str = "88888888";
 const SECRET: &str = "bench-secret-0815";
-const ROUNDS: usize = 5;
+/// Rounds per load and proxy: the median of their p99s is what is compared (this VM's p99 moves
+/// 0.4-2.2 ms between rounds of the same proxy).
+const ROUNDS: usize = 7;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -203,7 +205,11 @@ fn run(addr: SocketAddr, clients: usize, seconds: f64, rate: Option<f64>) -> Rou
         bad += b;
     }
     all.sort();
-    let pick = |q: f64| all[((all.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
+    // no 200 at all (a full journal answers 507): no latency to show
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
     (pick(0.5), pick(0.99), all.len(), bad)
 }
 

@@ -366,6 +366,16 @@ impl Journal {
         Ok(record.seq)
     }
 
+    /// Bytes not delivered yet, without taking the writer's lock.
+    pub fn undelivered(&self) -> u64 {
+        self.undelivered_bytes(self.len.load(Ordering::SeqCst))
+    }
+
+    /// The cap on undelivered bytes (`webhook.journal_max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// How many records were appended since the journal was opened.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::SeqCst)
