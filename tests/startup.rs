@@ -203,7 +203,7 @@ fn the_server_runs_without_glibcs_thread_cache_unless_the_operator_said_otherwis
     let env = environment_of(proxy.pid());
     assert!(
         env.iter()
-            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"),
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"),
         "{env:?}"
     );
     proxy.wait_healthy();
