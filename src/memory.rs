@@ -20,9 +20,9 @@ pub const MARK: &str = "CHINAPORT_PROXY_TUNED";
 pub const TUNABLES: &str = "GLIBC_TUNABLES";
 /// What the server runs with, unless the operator set `GLIBC_TUNABLES` themselves: no thread
 /// cache, two arenas.
-pub const NO_THREAD_CACHE: &str = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2";
+pub const MALLOC_SETTINGS: &str = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2";
 
-/// Runs the server again with the thread cache off, unless `GLIBC_TUNABLES` is already set (by
+/// Runs the server again with `MALLOC_SETTINGS`, unless `GLIBC_TUNABLES` is already set (by
 /// the operator, or by the first run). Returns only when it did nothing or exec failed, and then
 /// the server simply runs with glibc's defaults.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -39,7 +39,7 @@ pub fn without_thread_cache() {
     let failed = std::process::Command::new(&exe)
         .arg0(arg0)
         .args(args)
-        .env(TUNABLES, NO_THREAD_CACHE)
+        .env(TUNABLES, MALLOC_SETTINGS)
         .env(MARK, "1")
         .exec();
     // nothing is logged yet, and the proxy works either way: one line on stderr
